@@ -1,0 +1,6 @@
+"""cvt_lab: CvT (Wu et al., ICCV 2021) and the paper's ablations, one command each."""
+
+from cvt_lab.models import CvT, create_model, list_models
+
+__all__ = ["CvT", "create_model", "list_models"]
+__version__ = "0.1.0"

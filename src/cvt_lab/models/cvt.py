@@ -1,0 +1,347 @@
+"""CvT: Convolutional vision Transformer (Wu et al., ICCV 2021), one staged backbone for every variant.
+
+Each stage is: token embedding (a strided convolution -> LayerNorm) -> optional learned position
+embedding -> optional class token -> transformer blocks whose q/k/v come from a per-stage projection
+(depthwise conv + BatchNorm, average pooling, or none). Every choice is a per-stage constructor
+argument, so the paper's ablations are configuration, not code.
+
+Module names follow the released checkpoints (``patch_embed``, ``conv_proj_q``, ``proj_q``, ``mlp.fc1``...)
+with ``stages.{i}`` in place of ``stage{i}``, so loading released weights is a prefix rename
+(see :mod:`cvt_lab.checkpoint`). Numerics follow the released code: attention scale is the stage
+width ** -0.5 (not the head width), the class token bypasses the spatial projection, LayerNorm eps
+1e-5, drop path rising linearly from 0 within each stage.
+
+Tokens stay in (B, N, C) layout. Moving between tokens and maps uses ``(B, H, W, C)`` views permuted
+to ``(B, C, H, W)``: that is a channels-last tensor over the same memory, so the depthwise
+convolutions read the tokens without a copy.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from timm.layers import DropPath, Mlp, QuickGELU, trunc_normal_
+from torch import nn
+
+EMBED_TYPES = ("conv", "patch")
+PROJ_TYPES = ("dw_bn", "avg", "linear")
+ACTIVATIONS = {"gelu": nn.GELU, "quick_gelu": QuickGELU}
+ATTN_SCALES = ("dim", "head")
+
+
+def tokens_to_map(tokens: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """(B, H*W, C) tokens -> (B, C, H, W) map; a channels-last view when ``tokens`` is contiguous."""
+    b, _, c = tokens.shape
+    return tokens.reshape(b, hw[0], hw[1], c).permute(0, 3, 1, 2)
+
+
+def map_to_tokens(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) map -> (B, H*W, C) tokens; free for a channels-last map."""
+    return x.permute(0, 2, 3, 1).flatten(1, 2)
+
+
+def conv_out_size(size: int, kernel: int, stride: int, padding: int, ceil_mode: bool = False) -> int:
+    """Output length of a convolution / pooling window along one axis."""
+    span = size + 2 * padding - kernel
+    return (-(-span // stride) if ceil_mode else span // stride) + 1
+
+
+class ConvEmbed(nn.Module):
+    """Token embedding: Conv2d (overlapping, or kernel == stride for patches) -> tokens -> LayerNorm."""
+
+    def __init__(self, in_chans: int, dim: int, kernel: int, stride: int, padding: int, eps: float = 1e-5):
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, dim, kernel_size=kernel, stride=stride, padding=padding)
+        self.norm = nn.LayerNorm(dim, eps=eps)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        x = self.proj(x)
+        hw = (x.shape[2], x.shape[3])
+        return self.norm(map_to_tokens(x)), hw
+
+
+def build_projection(kind: str, dim: int, kernel: int, stride: int) -> nn.Module | None:
+    """The spatial part of a q/k/v projection, on a (B, C, H, W) map. ``None`` means tokens as they are."""
+    if kind == "dw_bn":
+        conv = nn.Conv2d(dim, dim, kernel, stride=stride, padding=kernel // 2, groups=dim, bias=False)
+        return nn.Sequential(OrderedDict(conv=conv, bn=nn.BatchNorm2d(dim)))
+    if kind == "avg":
+        return nn.AvgPool2d(kernel, stride=stride, padding=kernel // 2, ceil_mode=True)
+    return None
+
+
+class ConvAttention(nn.Module):
+    """Multi-head attention whose q/k/v first pass through a spatial projection of the token map."""
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        proj: str = "dw_bn",
+        kernel: int = 3,
+        kv_stride: int = 2,
+        qkv_bias: bool = True,
+        with_cls_token: bool = False,
+        attn_scale: str = "dim",
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+    ):
+        super().__init__()
+        self.heads = heads
+        self.with_cls_token = with_cls_token
+        self.scale = (dim if attn_scale == "dim" else dim // heads) ** -0.5
+        self.attn_drop = attn_drop
+        # Released semantics: average pooling only shrinks k and v; q stays the plain tokens.
+        self.conv_proj_q = build_projection("linear" if proj == "avg" else proj, dim, kernel, 1)
+        self.conv_proj_k = build_projection(proj, dim, kernel, kv_stride)
+        self.conv_proj_v = build_projection(proj, dim, kernel, kv_stride)
+        self.proj_q = nn.Linear(dim, dim, bias=qkv_bias)
+        self.proj_k = nn.Linear(dim, dim, bias=qkv_bias)
+        self.proj_v = nn.Linear(dim, dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_dropout = nn.Dropout(proj_drop)
+
+    def _spatial(self, projection: nn.Module | None, x_map: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        return tokens if projection is None else map_to_tokens(projection(x_map))
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        return x.view(b, n, self.heads, c // self.heads).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        b, n, c = x.shape
+        if self.with_cls_token:  # the class token skips the spatial projection
+            cls_token, x = x[:, :1], x[:, 1:]
+        x_map = tokens_to_map(x, hw)
+        q = self._spatial(self.conv_proj_q, x_map, x)
+        k = self._spatial(self.conv_proj_k, x_map, x)
+        v = self._spatial(self.conv_proj_v, x_map, x)
+        if self.with_cls_token:
+            q, k, v = (torch.cat((cls_token, t), dim=1) for t in (q, k, v))
+        q, k, v = self._heads(self.proj_q(q)), self._heads(self.proj_k(k)), self._heads(self.proj_v(v))
+        out = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.attn_drop if self.training else 0.0, scale=self.scale
+        )
+        out = out.transpose(1, 2).reshape(b, n, c)
+        return self.proj_dropout(self.proj(out))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block with convolutional attention."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, act: str, drop_path: float, drop: float, eps: float,
+                 **attn_kwargs):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.attn = ConvAttention(dim, heads, proj_drop=drop, **attn_kwargs)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=ACTIVATIONS[act], drop=drop)
+
+    def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x), hw))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class Stage(nn.Module):
+    """Token embedding, optional position embedding and class token, then ``depth`` blocks."""
+
+    def __init__(self, in_chans: int, dim: int, depth: int, heads: int, *, embed_type: str, embed_kernel: int,
+                 embed_stride: int, embed_padding: int, grid: tuple[int, int], pos_embed: bool, cls_token: bool,
+                 mlp_ratio: float, qkv_bias: bool, drop_path: float, proj: str, proj_kernel: int, kv_stride: int,
+                 act: str, attn_scale: str, drop: float, attn_drop: float, eps: float):
+        super().__init__()
+        if embed_type == "patch":  # non-overlapping patches: the kernel is the stride, no padding
+            embed_kernel, embed_padding = embed_stride, 0
+        self.patch_embed = ConvEmbed(in_chans, dim, embed_kernel, embed_stride, embed_padding, eps)
+        self.grid = grid  # the token grid the position embedding was created for
+        self.pos_embed = nn.Parameter(torch.zeros(1, grid[0] * grid[1], dim)) if pos_embed else None
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if cls_token else None
+        self.pos_drop = nn.Dropout(drop)
+        rates = [drop_path * j / max(depth - 1, 1) for j in range(depth)]  # from 0 within each stage (released code)
+        self.blocks = nn.ModuleList(
+            Block(dim, heads, mlp_ratio, act, rate, drop, eps, proj=proj, kernel=proj_kernel, kv_stride=kv_stride,
+                  qkv_bias=qkv_bias, with_cls_token=cls_token, attn_scale=attn_scale, attn_drop=attn_drop)
+            for rate in rates
+        )
+
+    def resized_pos_embed(self, hw: tuple[int, int]) -> torch.Tensor:
+        """The position embedding for a ``hw`` token grid, bicubically interpolated if it differs."""
+        if hw == self.grid:
+            return self.pos_embed
+        grid = tokens_to_map(self.pos_embed, self.grid)
+        grid = F.interpolate(grid.float(), size=hw, mode="bicubic", align_corners=False).to(self.pos_embed.dtype)
+        return map_to_tokens(grid)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int], torch.Tensor | None]:
+        """(B, C, H, W) map -> spatial tokens (B, h*w, dim), their grid (h, w), and the class token or None."""
+        x, hw = self.patch_embed(x)
+        if self.pos_embed is not None:
+            x = x + self.resized_pos_embed(hw)
+        if self.cls_token is not None:
+            x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
+        x = self.pos_drop(x)
+        for block in self.blocks:
+            x = block(x, hw)
+        if self.cls_token is None:
+            return x, hw, None
+        return x[:, 1:], hw, x[:, :1]
+
+
+def _per_stage(name: str, value, num_stages: int) -> list:
+    values = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value] * num_stages
+    if len(values) != num_stages:
+        raise ValueError(
+            f"CvT: `{name}` has {len(values)} entries but the model has {num_stages} stages (len(depths)); "
+            f"give one value per stage, e.g. {name}={[values[0]] * num_stages}"
+        )
+    return values
+
+
+def _check_choice(name: str, values: list, valid: Sequence[str]) -> None:
+    for v in values:
+        if v not in valid:
+            raise ValueError(f"CvT: unknown {name} {v!r}; valid choices are {', '.join(map(repr, valid))}")
+
+
+class CvT(nn.Module):
+    """A staged CvT backbone with a linear classifier. Per-stage arguments take one value per stage
+    (a single value is broadcast to all stages)."""
+
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        img_size: int = 224,
+        depths: Sequence[int] = (1, 2, 10),
+        dims: Sequence[int] = (64, 192, 384),
+        heads: Sequence[int] = (1, 3, 6),
+        embed_type: str | Sequence[str] = "conv",
+        embed_kernel: int | Sequence[int] = (7, 3, 3),
+        embed_stride: int | Sequence[int] = (4, 2, 2),
+        embed_padding: int | Sequence[int] = (2, 1, 1),
+        proj: str | Sequence[str] = "dw_bn",
+        proj_kernel: int | Sequence[int] = 3,
+        q_stride: int | Sequence[int] = 1,
+        kv_stride: int | Sequence[int] = 2,
+        pos_embed: bool | Sequence[bool] = False,
+        cls_token: bool | Sequence[bool] = (False, False, True),
+        mlp_ratio: float | Sequence[float] = 4.0,
+        qkv_bias: bool | Sequence[bool] = True,
+        drop_path: float | Sequence[float] = (0.0, 0.0, 0.1),
+        act: str = "quick_gelu",
+        attn_scale: str = "dim",
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        norm_eps: float = 1e-5,
+    ):
+        super().__init__()
+        n = len(depths)
+        if n == 0:
+            raise ValueError("CvT: `depths` is empty; give at least one stage")
+        stage_args = {
+            name: _per_stage(name, value, n)
+            for name, value in dict(
+                dims=dims, heads=heads, embed_type=embed_type, embed_kernel=embed_kernel, embed_stride=embed_stride,
+                embed_padding=embed_padding, proj=proj, proj_kernel=proj_kernel, q_stride=q_stride,
+                kv_stride=kv_stride, pos_embed=pos_embed, cls_token=cls_token, mlp_ratio=mlp_ratio,
+                qkv_bias=qkv_bias, drop_path=drop_path,
+            ).items()
+        }
+        _check_choice("embed_type", stage_args["embed_type"], EMBED_TYPES)
+        _check_choice("proj", stage_args["proj"], PROJ_TYPES)
+        _check_choice("act", [act], tuple(ACTIVATIONS))
+        _check_choice("attn_scale", [attn_scale], ATTN_SCALES)
+        for i, (dim, h) in enumerate(zip(stage_args["dims"], stage_args["heads"])):
+            if h < 1 or dim % h:
+                raise ValueError(f"CvT: stage {i} width {dim} is not divisible by its {h} heads; "
+                                 f"choose heads that divide the width (e.g. {dim // 64 or 1})")
+        if any(s != 1 for s in stage_args["q_stride"]):
+            raise ValueError("CvT: q_stride must be 1 in every stage: the residual connection needs one query "
+                             "per token (stride k and v with kv_stride instead)")
+        if any(stage_args["cls_token"][:-1]):
+            raise ValueError("CvT: a class token is only supported in the last stage (the next stage's "
+                             "token embedding is a convolution over the spatial map); set cls_token only last")
+
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.img_size = img_size
+        self.stage_args = stage_args
+        self.num_features = stage_args["dims"][-1]
+        grids = self.token_grids(img_size)  # validates that the strides leave tokens at img_size
+
+        self.stages = nn.ModuleList()
+        chans = in_chans
+        for i in range(n):
+            a = {k: v[i] for k, v in stage_args.items()}
+            self.stages.append(Stage(
+                chans, a["dims"], depths[i], a["heads"], embed_type=a["embed_type"], embed_kernel=a["embed_kernel"],
+                embed_stride=a["embed_stride"], embed_padding=a["embed_padding"], grid=grids[i],
+                pos_embed=a["pos_embed"], cls_token=a["cls_token"], mlp_ratio=a["mlp_ratio"],
+                qkv_bias=a["qkv_bias"], drop_path=a["drop_path"], proj=a["proj"], proj_kernel=a["proj_kernel"],
+                kv_stride=a["kv_stride"], act=act, attn_scale=attn_scale, drop=drop_rate,
+                attn_drop=attn_drop_rate, eps=norm_eps,
+            ))
+            chans = a["dims"]
+        self.norm = nn.LayerNorm(self.num_features, eps=norm_eps)
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.apply(self._init_weights)
+        for stage in self.stages:
+            for p in (stage.pos_embed, stage.cls_token):
+                if p is not None:
+                    trunc_normal_(p, std=0.02)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.LayerNorm, nn.BatchNorm2d)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def token_grids(self, img_size: int | tuple[int, int]) -> list[tuple[int, int]]:
+        """The (h, w) token grid of every stage for an input image size; raises if a stage gets no tokens."""
+        h, w = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        a, grids = self.stage_args, []
+        for i in range(len(a["dims"])):
+            k, s, p = a["embed_kernel"][i], a["embed_stride"][i], a["embed_padding"][i]
+            if a["embed_type"][i] == "patch":
+                k, p = s, 0
+            h, w = conv_out_size(h, k, s, p), conv_out_size(w, k, s, p)
+            if h < 1 or w < 1:
+                raise ValueError(f"CvT: input {img_size} is too small: stage {i}'s token embedding (kernel {k}, "
+                                 f"stride {s}, padding {p}) leaves no tokens; use a larger image or smaller strides")
+            grids.append((h, w))
+        return grids
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names exempt from weight decay (besides norms and biases, which timm exempts by ndim)."""
+        return {n for n, _ in self.named_parameters() if n.endswith(("cls_token", "pos_embed"))}
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        if num_classes > 0:
+            self._init_weights(self.head)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W) -> pooled, normalized features (B, num_features)."""
+        if x.ndim != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(f"CvT: expected images of shape (B, {self.in_chans}, H, W), got {tuple(x.shape)}")
+        if not torch.compiler.is_compiling():
+            self.token_grids(tuple(x.shape[-2:]))  # a clear error before any work, not a shape error deep inside
+        cls_token = None
+        for stage in self.stages:
+            tokens, hw, cls_token = stage(x)
+            x = tokens_to_map(tokens, hw)
+        if cls_token is not None:
+            return self.norm(cls_token[:, 0])
+        return self.norm(tokens).mean(dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x))

@@ -1,0 +1,68 @@
+"""Build CvT models from the presets in ``conf/model/`` (the single source of truth for every preset)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from cvt_lab.config import ModelConfig
+from cvt_lab.models.cvt import CvT
+from cvt_lab.paths import config_dir
+
+# ModelConfig fields that steer the factory rather than the CvT constructor.
+FACTORY_KEYS = ("_target_", "name", "compile")
+
+
+def list_models() -> list[str]:
+    """Names of the presets in ``conf/model/``."""
+    return sorted(p.stem for p in (config_dir() / "model").glob("*.yaml"))
+
+
+def _preset_path(name: str) -> Path:
+    path = config_dir() / "model" / f"{name}.yaml"
+    if not path.is_file():
+        raise ValueError(f"cvt_lab: unknown model {name!r}; valid presets are {', '.join(list_models())}")
+    return path
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    """A preset's arguments, with its ``defaults`` (other presets it extends) merged in, checked
+    against :class:`ModelConfig`. Hydra composes the same files the same way for the CLI."""
+    raw = OmegaConf.load(_preset_path(name))
+    parents = [OmegaConf.create(load_preset(p)) for p in raw.pop("defaults", []) if p != "_self_"]
+    cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), *parents, raw)
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def build_cvt(name: str = "custom", compile: bool = False, _target_: str | None = None, **kwargs: Any) -> nn.Module:
+    """Build a CvT from constructor arguments (what ``hydra.utils.instantiate(cfg.model)`` calls)."""
+    model = CvT(**kwargs)
+    model.preset = name
+    return torch.compile(model) if compile else model
+
+
+def create_model(name: str, num_classes: int = 1000, checkpoint: str | Path | None = None,
+                 **overrides: Any) -> nn.Module:
+    """Create a preset model, e.g. ``create_model("cvt13", num_classes=10, pos_embed=True)``.
+
+    ``overrides`` replace preset arguments (per-stage arguments take a list or one value for all
+    stages). ``checkpoint`` loads weights in our, the released (``.pth``) or the transformers format;
+    a different ``num_classes`` than the checkpoint's replaces the head on purpose (fine-tuning).
+    """
+    args = load_preset(name)
+    unknown = sorted(set(overrides) - set(args))
+    if unknown:
+        raise ValueError(f"cvt_lab: unknown model argument(s) {unknown}; valid ones are "
+                         f"{', '.join(k for k in args if k not in FACTORY_KEYS)}")
+    args.update(overrides, num_classes=num_classes)
+    compile_model = args.pop("compile")
+    model = build_cvt(**args)
+    if checkpoint is not None:
+        from cvt_lab.checkpoint import load_checkpoint
+
+        load_checkpoint(model, checkpoint)
+    return torch.compile(model) if compile_model else model
