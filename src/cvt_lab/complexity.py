@@ -90,9 +90,14 @@ def table2_markdown() -> str:
     return "\n".join(rows)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse_value(text: str):
+    """A command-line value the way Hydra reads it: ``384``, ``[1,1,1]``, ``true``, ``dw_bn``."""
     from omegaconf import OmegaConf
 
+    return OmegaConf.to_container(OmegaConf.from_dotlist([f"v={text}"]))["v"]
+
+
+def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--table2"]:
         from pathlib import Path
@@ -104,11 +109,21 @@ def main(argv: list[str] | None = None) -> int:
         print(text)
         print(f"wrote {out}")
         return 0
-    args = OmegaConf.from_dotlist(argv)
-    name = args.pop("model", "cvt13")
-    image_size = args.pop("image_size", None)
-    overrides = OmegaConf.to_container(args.pop("model", OmegaConf.create())) if "model" in args else {}
+    # Hydra-style arguments: model=NAME, image_size=N, model.ARG=VALUE (a preset override).
+    name, image_size, overrides = "cvt13", None, {}
     try:
+        for arg in argv:
+            key, sep, text = arg.partition("=")
+            if not sep or not (key in ("model", "image_size") or key.startswith("model.")):
+                raise ValueError(f"unexpected argument {arg!r}; use model=NAME, image_size=N, model.ARG=VALUE "
+                                 "or --table2 [PATH]")
+            value = _parse_value(text)
+            if key == "model":
+                name = str(value)
+            elif key == "image_size":
+                image_size = int(value)
+            else:
+                overrides[key.removeprefix("model.")] = value
         c = count_preset(name, image_size, **overrides)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
