@@ -7,8 +7,9 @@ constructor one-to-one (a test keeps them in step), plus ``name`` and ``compile`
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-from omegaconf import MISSING
+from omegaconf import II, MISSING
 
 
 @dataclass
@@ -40,3 +41,144 @@ class ModelConfig:
     drop_rate: float = 0.0
     attn_drop_rate: float = 0.0
     norm_eps: float = 1e-5
+
+
+@dataclass
+class AugmentConfig:
+    """Training augmentation. Image datasets go through timm's ``create_transform``; in-memory tensor
+    datasets (digits, synthetic) use the batch-level ``affine_*`` jitter and timm's RandomErasing."""
+
+    auto_augment: str | None = None  # e.g. "rand-m9-mstd0.5-inc1" (RandAugment)
+    re_prob: float = 0.0  # random erasing probability
+    re_mode: str = "pixel"
+    hflip: float = 0.5
+    scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # random resized crop area range
+    ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])
+    interpolation: str = "bicubic"
+    crop_pct: float = 0.875  # evaluation: resize to size / crop_pct, centre crop
+    affine_degrees: float = 0.0
+    affine_translate: float = 0.0  # fraction of the image size
+    affine_scale: float = 0.0  # +/- zoom fraction
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "adamw"  # any timm.optim.create_optimizer_v2 name: adamw, sgd, lamb, ...
+    lr: float = 5e-4
+    lr_base_batch: int | None = 512  # lr is scaled by global_batch / lr_base_batch; None: lr as given
+    weight_decay: float = 0.05  # never on norms, biases, class token or position embeddings
+    momentum: float = 0.9  # SGD only
+    grad_clip: float | None = None
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "cosine"  # timm scheduler: cosine, step, plateau, ...
+    warmup_epochs: float = 5.0
+    warmup_lr: float = 1e-6
+    min_lr: float = 1e-5
+
+
+@dataclass
+class RecipeConfig:
+    name: str = MISSING
+    epochs: int = 300
+    max_steps: int = -1  # >0: train by steps (fine-tuning), the schedule spans these steps
+    batch_size: int = 128  # per device; the global batch scales the learning rate
+    image_size: int | None = None  # train/eval resolution; None: the model's img_size
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    mixup: float = 0.0  # Mixup alpha (timm.data.Mixup); 0 disables
+    cutmix: float = 0.0  # CutMix alpha
+    mixup_prob: float = 1.0
+    mixup_switch_prob: float = 0.5
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class DataConfig:
+    """Arguments of the LightningDataModules in :mod:`cvt_lab.data` (``_target_`` picks one)."""
+
+    _target_: str = MISSING
+    name: str = MISSING
+    root: str | None = None  # local copy of the dataset; None for built-in data
+    download: bool = False  # torchvision sets: fetch into ``root`` when missing (needs network)
+    num_classes: int = MISSING
+    in_chans: int = 3
+    num_workers: int = 0
+    eval_batch_size: int | None = None  # default: the training batch size
+    val_fraction: float = 0.1  # held out of the training split when the dataset has no validation split
+    split_seed: int = 0  # fixed splits: the same for every run and seed
+    finetune_steps: int = 10000  # the paper's fine-tuning length on this dataset (recipe=finetune)
+    num_samples: int = 512  # synthetic only
+
+
+@dataclass
+class TrainerConfig:
+    """Arguments of ``lightning.pytorch.Trainer``."""
+
+    _target_: str = "lightning.pytorch.Trainer"
+    accelerator: str = "cpu"
+    devices: Any = 1
+    num_nodes: int = 1
+    strategy: Any = "auto"
+    precision: Any = "32-true"
+    max_epochs: int = II("recipe.epochs")
+    max_steps: int = II("recipe.max_steps")
+    accumulate_grad_batches: int = 1
+    gradient_clip_val: float | None = II("recipe.optimizer.grad_clip")
+    limit_train_batches: Any = None
+    limit_val_batches: Any = None
+    limit_test_batches: Any = None
+    check_val_every_n_epoch: int = 1
+    log_every_n_steps: int = 10
+    num_sanity_val_steps: int = 0
+    deterministic: Any = False
+    benchmark: bool | None = None
+    enable_progress_bar: bool = True
+    enable_model_summary: bool = False
+
+
+@dataclass
+class LoggerConfig:
+    """Arguments of :func:`cvt_lab.loggers.build_logger`."""
+
+    _target_: str = "cvt_lab.loggers.build_logger"
+    kind: str = "csv"  # csv | tensorboard | wandb
+    project: str = "cvt_lab"
+    entity: str | None = None
+    group: str | None = None  # W&B group: one per sweep
+    job_type: str | None = None  # W&B job type: the paper table
+    name: str | None = None  # run name; default: made from the overrides
+    tags: list[str] = field(default_factory=list)
+    mode: str = "auto"  # W&B: online | offline | disabled | auto (offline without an API key)
+
+
+@dataclass
+class PathsConfig:
+    output_dir: str = "outputs"  # runs/ and sweeps/ go here
+    data_dir: str = "data"  # where dataset roots are looked for by default
+
+
+@dataclass
+class Config:
+    model: ModelConfig = MISSING
+    data: DataConfig = MISSING
+    recipe: RecipeConfig = MISSING
+    trainer: TrainerConfig = MISSING
+    logger: LoggerConfig = MISSING
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    mode: str = "train"  # train | eval
+    seed: int = 0
+    checkpoint: str | None = None  # weights to start from (train) or to evaluate (eval); any format
+    resume: str | None = None  # a Lightning checkpoint to resume; default: the run dir's last.ckpt
+    experiment: Any = None  # set by experiment configs: table and row names (see conf/experiment/)
+
+
+def register_configs() -> None:
+    """Register the schemas with Hydra's ConfigStore (called before the app composes its config)."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)

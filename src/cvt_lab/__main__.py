@@ -1,0 +1,56 @@
+"""``python -m cvt_lab`` / ``cvt-lab``: the Hydra app. Everything is built from the config by ``instantiate``.
+
+    python -m cvt_lab                                   # cvt_tiny on digits, CPU, offline
+    python -m cvt_lab model=cvt13 data=imagefolder data.root=/data/imagenet recipe=imagenet trainer=gpu
+    python -m cvt_lab mode=eval checkpoint=CvT-13-224x224-IN-1k.pth model=cvt13 data=imagefolder ...
+    python -m cvt_lab experiment=ablation_pos_embed -m  # a paper table as a sweep
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+import hydra
+import lightning.pytorch  # noqa: F401  imported before Hydra configures logging, so conf/config.yaml's levels apply
+from omegaconf import DictConfig
+
+from cvt_lab.config import register_configs
+from cvt_lab.paths import config_dir
+
+log = logging.getLogger("cvt_lab")
+
+
+def summary(results: dict) -> str:
+    def pct(key: str) -> str:
+        return "n/a" if results.get(key) is None else f"{100 * results[key]:.2f}%"
+
+    return (
+        f"{results['model']} on {results['data']}: test top-1 {pct('test/acc1')}, top-5 {pct('test/acc5')}, "
+        f"val top-1 {pct('val/acc1')} | {results['params'] / 1e6:.3f}M params, {results['macs'] / 1e9:.4f} GMACs "
+        f"at {results['image_size']} | {results['epochs']} epochs in {results['wall_s']:.1f}s"
+    )
+
+
+def task(cfg: DictConfig) -> dict:
+    from hydra.core.hydra_config import HydraConfig
+
+    from cvt_lab.train import run
+
+    hc = HydraConfig.get()
+    results = run(cfg, hc.runtime.output_dir, list(hc.overrides.task), started=task.started)
+    print(summary(results))
+    print(f"run directory: {hc.runtime.output_dir}")
+    return results
+
+
+def main() -> None:
+    task.started = time.time()
+    register_configs()
+    app = hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(task)
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""In-memory datasets: scikit-learn's digits (the offline default) and synthetic images.
+
+They are small enough to keep as one preprocessed tensor, so augmentation runs per batch after the
+batch reaches the device (random affine jitter, timm's RandomErasing), not per image in Python: the
+training step waits for no data.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+from timm.data.random_erasing import RandomErasing
+from torch.utils.data import TensorDataset
+
+from cvt_lab.data.base import ImageDataModule
+
+
+def random_affine(images: torch.Tensor, degrees: float, translate: float, scale: float,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """Each image of a (B, C, H, W) batch rotated by up to ``degrees``, shifted by up to ``translate`` of its
+    size and zoomed by up to ``scale``, independently; pixels from outside are the batch's minimum (background)."""
+    b = images.shape[0]
+
+    def uniform(limit: float) -> torch.Tensor:
+        return (torch.rand(b, generator=generator) * 2 - 1).mul_(limit).to(images.device, images.dtype)
+
+    angle, zoom = uniform(math.radians(degrees)), 1 + uniform(scale)
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    theta = torch.stack([torch.stack([cos, -sin, uniform(2 * translate)], 1),
+                         torch.stack([sin, cos, uniform(2 * translate)], 1)], 1)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    background = images.amin()
+    return F.grid_sample(images - background, grid, align_corners=False) + background
+
+
+class TensorImageDataModule(ImageDataModule):
+    """An ImageDataModule over preprocessed (N, C, H, W) tensors with batch-level augmentation."""
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if self.trainer is None or not self.trainer.training:
+            return batch
+        images, labels = batch
+        a = self.augment
+        if a.affine_degrees or a.affine_translate or a.affine_scale:
+            images = random_affine(images, a.affine_degrees, a.affine_translate, a.affine_scale)
+        if a.hflip > 0:
+            flip = torch.rand(images.shape[0], device=images.device) < a.hflip
+            images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+        if a.re_prob > 0:
+            images = RandomErasing(a.re_prob, mode=a.re_mode, device=images.device)(images)
+        return images, labels
+
+    def _to_model_input(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, C, h, w) in [0, 1] -> (N, in_chans, image_size, image_size), normalized to [-1, 1]."""
+        images = F.interpolate(images, size=self.image_size, mode="bilinear", align_corners=False)
+        if images.shape[1] != self.in_chans:
+            images = images.expand(-1, self.in_chans, -1, -1)
+        return ((images - 0.5) / 0.5).contiguous()
+
+
+class DigitsDataModule(TensorImageDataModule):
+    """scikit-learn's 1,797 handwritten digits, split 70/10/20 (train/val/test), stratified and fixed."""
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        x, y = load_digits(return_X_y=True)
+        images = torch.tensor(x, dtype=torch.float32).view(-1, 1, 8, 8) / 16.0
+        labels = torch.tensor(y)
+        index = torch.arange(len(labels)).numpy()
+        train, test = train_test_split(index, test_size=0.2, stratify=y, random_state=self.split_seed)
+        train, val = train_test_split(train, test_size=0.125, stratify=y[train], random_state=self.split_seed)
+        images = self._to_model_input(images)
+        self.train_set, self.val_set, self.test_set = (TensorDataset(images[i], labels[i]) for i in (train, val, test))
+
+
+class SyntheticDataModule(TensorImageDataModule):
+    """Random images whose class is a fixed random pattern plus noise: learnable, instant, no files."""
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        g = torch.Generator().manual_seed(self.split_seed)
+        n = self.num_samples or 512
+        patterns = torch.rand(self.num_classes, 1, 8, 8, generator=g)
+
+        def split(count: int) -> TensorDataset:
+            labels = torch.randint(self.num_classes, (count,), generator=g)
+            images = (patterns[labels] + 0.3 * torch.randn(count, 1, 8, 8, generator=g)).clamp(0, 1)
+            return TensorDataset(self._to_model_input(images), labels)
+
+        self.train_set, self.val_set, self.test_set = split(n), split(max(n // 4, 1)), split(max(n // 4, 1))

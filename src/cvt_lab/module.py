@@ -1,0 +1,106 @@
+"""The LightningModule: a classifier around any backbone, trained with a recipe (cvt_lab.config.RecipeConfig)."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import torch
+from timm.data import Mixup
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from cvt_lab.config import RecipeConfig
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or inf; the run stops and keeps its last good checkpoint."""
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch's randomness (shuffle, augmentation, dropout): a function of (seed, epoch)
+    alone, so a run resumed from an epoch's checkpoint draws exactly what an uninterrupted run draws."""
+    return (seed * 1_000_003 + epoch) % (2**32)
+
+
+class ImageClassifier(pl.LightningModule):
+    def __init__(self, model: nn.Module, recipe: RecipeConfig, num_classes: int, seed: int = 0):
+        super().__init__()
+        self.model = model
+        self.recipe = recipe
+        self.seed = seed
+        r = recipe
+        self.mixup = None
+        if r.mixup > 0 or r.cutmix > 0:
+            self.mixup = Mixup(mixup_alpha=r.mixup, cutmix_alpha=r.cutmix, prob=r.mixup_prob,
+                               switch_prob=r.mixup_switch_prob, label_smoothing=r.label_smoothing,
+                               num_classes=num_classes)
+            self.train_loss = SoftTargetCrossEntropy()  # Mixup already smooths the targets
+        elif r.label_smoothing > 0:
+            self.train_loss = LabelSmoothingCrossEntropy(r.label_smoothing)
+        else:
+            self.train_loss = nn.CrossEntropyLoss()
+        top_k = min(5, num_classes)
+        self.metrics = nn.ModuleDict({
+            f"{split}_acc{k}": MulticlassAccuracy(num_classes, top_k=min(k, top_k), average="micro")
+            for split in ("val", "test") for k in (1, 5)
+        })
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def on_train_epoch_start(self) -> None:
+        pl.seed_everything(epoch_seed(self.seed, self.current_epoch), workers=True, verbose=False)
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        images, labels = batch
+        if self.mixup is not None:
+            images, labels = self.mixup(images, labels)
+        loss = self.train_loss(self.model(images), labels)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"training loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}"
+            )
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"])
+        return loss
+
+    def _eval_step(self, batch, split: str) -> None:
+        images, labels = batch
+        logits = self.model(images)
+        self.log(f"{split}/loss", nn.functional.cross_entropy(logits, labels), sync_dist=True)
+        for k in (1, 5):
+            metric = self.metrics[f"{split}_acc{k}"]
+            metric(logits, labels)
+            self.log(f"{split}/acc{k}", metric, prog_bar=k == 1)
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def global_batch_size(self, batch_size: int) -> int:
+        t = self.trainer
+        return batch_size * t.world_size * t.accumulate_grad_batches
+
+    def configure_optimizers(self):
+        o, s = self.recipe.optimizer, self.recipe.schedule
+        lr = o.lr
+        if o.lr_base_batch:
+            lr = o.lr * self.global_batch_size(self.recipe.batch_size) / o.lr_base_batch
+        kwargs = {"momentum": o.momentum} if o.name.lower() in ("sgd", "momentum", "nesterov") else {}
+        # timm exempts 1-d parameters (norms, biases) and model.no_weight_decay() (class token, pos. embedding).
+        optimizer = create_optimizer_v2(self.model, opt=o.name, lr=lr, weight_decay=o.weight_decay, **kwargs)
+        # The schedule's time unit is the optimizer step, so warm-up and decay are smooth within epochs
+        # and the same schedule serves training by epochs and by steps.
+        total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
+        steps_per_epoch = total_steps / max(self.trainer.max_epochs, 1) if self.recipe.max_steps <= 0 else None
+        warmup_steps = int(s.warmup_epochs * steps_per_epoch) if steps_per_epoch else 0
+        scheduler, _ = create_scheduler_v2(optimizer, sched=s.name, num_epochs=total_steps, warmup_epochs=warmup_steps,
+                                           warmup_lr=s.warmup_lr, min_lr=s.min_lr, step_on_epochs=True)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def lr_scheduler_step(self, scheduler, metric) -> None:
+        scheduler.step(epoch=self.global_step)  # timm schedulers take the step count explicitly
