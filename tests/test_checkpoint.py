@@ -4,6 +4,7 @@ refusal of other architectures, head replacement for fine-tuning, unreadable fil
 from __future__ import annotations
 
 import logging
+import os
 import re
 
 import pytest
@@ -179,6 +180,23 @@ def test_lightning_checkpoint_with_hparams(tmp_path, source, source_logits):
     assert torch.equal(logits(load_tiny(tmp_path / "last.ckpt"), 32), source_logits)
 
 
+class _RunsCommand:
+    """Unpickling this would run a shell command: the loader must not."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_checkpoint_objects_never_execute(tmp_path, source):
+    marker = tmp_path / "executed"
+    torch.save({"state_dict": source.state_dict(), "hyper_parameters": _RunsCommand(marker)}, tmp_path / "x.ckpt")
+    assert set(load_state(tmp_path / "x.ckpt")) == set(source.state_dict())
+    assert not marker.exists()
+
+
 def test_convert_cli(tmp_path, capsys, source):
     torch.save({"state_dict": source.state_dict()}, tmp_path / "ours.ckpt")
     assert main(["convert", str(tmp_path / "ours.ckpt"), str(tmp_path / "released.pth")]) == 0
@@ -246,7 +264,7 @@ def test_head_replaced_for_fine_tuning(source, released_file, caplog):
         assert torch.equal(v, expected), k
 
 
-def test_unreadable_files(tmp_path, released_file):
+def test_unreadable_files(tmp_path, released_file, source):
     bad = tmp_path / "corrupt.pth"
     bad.write_bytes(b"\x80\x02 this is not a checkpoint" * 10)
     with pytest.raises(ValueError, match=f"cannot read checkpoint {re.escape(str(bad))}"):
@@ -258,6 +276,9 @@ def test_unreadable_files(tmp_path, released_file):
     torch.save({"epoch": 1, "note": "no weights"}, tmp_path / "empty.pth")
     with pytest.raises(ValueError, match="holds no tensors"):
         load_state(tmp_path / "empty.pth")
+    torch.save(source, tmp_path / "pickled_model.pth")
+    with pytest.raises(ValueError, match=r"holds no state dict \(a whole pickled model\?\)"):
+        load_state(tmp_path / "pickled_model.pth")
     with pytest.raises(FileNotFoundError, match="missing.pth does not exist"):
         load_state(tmp_path / "missing.pth")
     (tmp_path / "emptydir").mkdir()

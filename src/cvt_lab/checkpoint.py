@@ -17,6 +17,7 @@ checkpoint of another architecture with one message; :func:`export_released` wri
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import pickle
@@ -94,17 +95,20 @@ class _TensorsOnlyUnpickler(pickle.Unpickler):
     :class:`_Inert`, so no code named by the file runs."""
 
     def find_class(self, module: str, name: str):
-        from torch._weights_only_unpickler import _get_allowed_globals
+        return _allowed_globals().get(f"{module}.{name}", _Inert)
 
-        allowed = _get_allowed_globals()
-        return allowed.get(f"{module}.{name}", _Inert)
+
+@functools.cache
+def _allowed_globals() -> dict:
+    from torch._weights_only_unpickler import _get_allowed_globals
+
+    return _get_allowed_globals()
 
 
 class _TensorsOnlyPickle:
     """A ``pickle_module`` for :func:`torch.load` built on :class:`_TensorsOnlyUnpickler`."""
 
     Unpickler = _TensorsOnlyUnpickler
-    __name__ = "cvt_lab.checkpoint._TensorsOnlyPickle"
 
     @staticmethod
     def load(file, **kwargs):
@@ -163,10 +167,8 @@ def _unwrap(obj):
         if inner is None:
             break
         obj = inner
-    if isinstance(obj, nn.Module):
-        obj = obj.state_dict()
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"holds a {type(obj).__name__}, not a state dict")
+    if not isinstance(obj, Mapping):  # e.g. a whole pickled model, which is never unpickled here
+        raise ValueError("holds no state dict (a whole pickled model?); save model.state_dict() instead")
     tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if not tensors:
         raise ValueError(f"holds no tensors (top-level keys: {_listing(list(obj))})")
