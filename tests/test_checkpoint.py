@@ -29,6 +29,16 @@ transformers = pytest.importorskip("transformers")
 TINY_DEPTHS = [1, 2, 3]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small models run fastest on one thread: on a busy 2-core machine, waking idle OpenMP workers costs
+    more per op than they give (several times the wall time). Belongs in a tests/conftest.py, if one comes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def hf_config(name: str, **overrides) -> "transformers.CvtConfig":
     """The transformers config of one of our presets (10 classes)."""
     a = {**load_preset(name), **overrides}
@@ -109,7 +119,6 @@ def test_transformers_parity_tiny(tmp_path):
     assert_parity(hf, ours, (32, 48))
 
 
-@pytest.mark.slow
 def test_transformers_parity_cvt13(tmp_path):
     """CvT-13 topology, random weights: same logits at 224 and 384 (erf GELU, as transformers uses)."""
     hf = hf_model(tmp_path, hf_config("cvt13"))
