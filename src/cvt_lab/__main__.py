@@ -33,23 +33,42 @@ def summary(results: dict) -> str:
     )
 
 
-def task(cfg: DictConfig) -> dict:
-    from hydra.core.hydra_config import HydraConfig
+def make_task(started: float):
+    """The Hydra task. A job that fails records its error in results.json (status "failed"); a single run
+    then exits non-zero with one message, while a sweep (-m) goes on with its other jobs."""
 
-    from cvt_lab.train import run
+    def task(cfg: DictConfig) -> dict:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
 
-    hc = HydraConfig.get()
-    results = run(cfg, hc.runtime.output_dir, list(hc.overrides.task), started=task.started)
-    print(summary(results))
-    print(f"run directory: {hc.runtime.output_dir}")
-    return results
+        from cvt_lab.train import BAD_INPUT, record_failure, run
+
+        hc = HydraConfig.get()
+        run_dir, overrides = hc.runtime.output_dir, list(hc.overrides.task)
+        try:
+            results = run(cfg, run_dir, overrides, started=started)
+        except Exception as e:  # noqa: BLE001 - every failure is recorded; see the docstring
+            results = record_failure(run_dir, overrides, e)
+            if isinstance(e, BAD_INPUT):
+                log.error("error: %s", results["error"])
+            else:
+                log.exception("job failed")
+            if hc.mode != RunMode.MULTIRUN:
+                print(f"error: {results['error']}", file=sys.stderr)
+                print(f"run directory: {run_dir}")
+                sys.exit(2 if isinstance(e, BAD_INPUT) else 1)
+            return results
+        print(summary(results))
+        print(f"run directory: {run_dir}")
+        return results
+
+    return task
 
 
 def main() -> None:
-    task.started = time.time()
+    started = time.time()  # start-up counts in the run's wall time
     register_configs()
-    app = hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(task)
-    app()
+    hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(make_task(started))()
 
 
 if __name__ == "__main__":

@@ -26,6 +26,10 @@ class JobError(RuntimeError):
     """Bad input to a job (config, data, checkpoint): one message naming the problem and the fix."""
 
 
+# Errors that mean bad input (config, data path, checkpoint) rather than a bug: reported as one message.
+BAD_INPUT: tuple[type[BaseException], ...] = (JobError, ValueError, FileNotFoundError, KeyError)
+
+
 class StartupTimer(Callback):
     """Records when the first training batch starts, for the start-up figure in results.json."""
 
@@ -50,6 +54,17 @@ def read_results(run_dir: Path) -> dict | None:
         return json.loads((Path(run_dir) / RESULTS).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
+
+
+def record_failure(run_dir: Path, overrides: list[str], error: BaseException) -> dict:
+    """Mark a job failed in its results.json; its checkpoints stay, so re-running resumes it."""
+    message = str(error) or type(error).__name__
+    if not isinstance(error, BAD_INPUT):
+        message = f"{type(error).__name__}: {message}"
+    results = {"status": "failed", "error": message, "overrides": list(overrides), "run_dir": str(run_dir)}
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    write_json(Path(run_dir) / RESULTS, results)
+    return results
 
 
 def _metric(metrics: dict, key: str) -> float | None:
