@@ -29,14 +29,6 @@ transformers = pytest.importorskip("transformers")
 TINY_DEPTHS = [1, 2, 3]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small models run fastest on one thread: on a busy 2-core machine, waking idle OpenMP workers costs
-    more per op than they give (several times the wall time). Belongs in a tests/conftest.py, if one comes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def hf_config(name: str, **overrides) -> "transformers.CvtConfig":

@@ -16,14 +16,6 @@ from cvt_lab.models.cvt import ACTIVATIONS, EMBED_TYPES, PROJ_TYPES
 from cvt_lab.models.factory import FACTORY_KEYS
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small models run fastest on one thread: on a busy 2-core machine, waking idle OpenMP workers costs
-    more per op than they give (several times the wall time). Belongs in a tests/conftest.py, if one comes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny(**overrides) -> nn.Module:

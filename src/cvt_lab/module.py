@@ -12,16 +12,11 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from cvt_lab.config import RecipeConfig
+from cvt_lab.data.base import epoch_seed
 
 
 class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or inf; the run stops and keeps its last good checkpoint."""
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    """The seed of one epoch's randomness (shuffle, augmentation, dropout): a function of (seed, epoch)
-    alone, so a run resumed from an epoch's checkpoint draws exactly what an uninterrupted run draws."""
-    return (seed * 1_000_003 + epoch) % (2**32)
 
 
 class ImageClassifier(pl.LightningModule):

@@ -95,7 +95,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str], started: float | N
     size = count(model, image_size, in_chans=cfg.model.in_chans)
     mixup = cfg.recipe.mixup > 0 or cfg.recipe.cutmix > 0
     datamodule = instantiate(cfg.data, batch_size=cfg.recipe.batch_size, image_size=image_size,
-                             augment=OmegaConf.to_object(cfg.recipe.augment), drop_last=mixup)
+                             augment=OmegaConf.to_object(cfg.recipe.augment), drop_last=mixup, seed=cfg.seed)
     recipe = OmegaConf.to_object(cfg.recipe)
     module = ImageClassifier(model, recipe, num_classes=cfg.data.num_classes, seed=cfg.seed)
 

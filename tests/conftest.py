@@ -1,0 +1,50 @@
+"""Shared test fixtures: one torch thread for small models, and the CLI in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small models run fastest on one thread: on a busy 2-core machine, waking idle OpenMP workers costs
+    more per op than they give (several times the wall time)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment for CLI subprocesses: offline W&B, no API key, one thread per job."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(WANDB_MODE="offline", WANDB_SILENT="true", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+def run_cli(*args: str, run_dir: Path | None = None, module: str = "cvt_lab", check: bool = True,
+            timeout: float = 300, **popen_kwargs) -> subprocess.CompletedProcess:
+    """``python -m cvt_lab ARGS`` (with ``hydra.run.dir=run_dir``); fails the test with its output if it fails."""
+    cmd = [sys.executable, "-m", module, *args]
+    if run_dir is not None:
+        cmd.append(f"hydra.run.dir={run_dir}")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=cli_env(), **popen_kwargs)
+    if check and proc.returncode != 0:
+        pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-3000:]}\n"
+                    f"--- stderr\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def read_results(run_dir: Path) -> dict:
+    return json.loads((Path(run_dir) / "results.json").read_text())
+
+
+# A few batches of the default digits run: seconds, not minutes.
+QUICK = ("recipe.epochs=1", "trainer.limit_train_batches=3", "trainer.enable_progress_bar=false")

@@ -1,0 +1,185 @@
+"""End to end through the real CLI (`python -m cvt_lab`) in a subprocess, plus the training pieces in-process."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import QUICK, cli_env, read_results, run_cli
+from hydra import compose, initialize_config_dir
+
+from cvt_lab.checkpoint import export_released
+from cvt_lab.config import register_configs
+from cvt_lab.paths import config_dir
+
+pytestmark = pytest.mark.slow
+RESULT_KEYS = {"test/acc1", "test/acc5", "val/acc1", "params", "macs", "epochs", "wall_s", "overrides"}
+# Synthetic data, 4 epochs of 4 batches: long enough to kill mid-run, short enough for a test.
+RESUMABLE = ("data=synthetic", "data.num_samples=128", "recipe.batch_size=32", "recipe.epochs=4",
+             "trainer.enable_progress_bar=false")
+
+
+def compose_config(*overrides: str):
+    register_configs()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides), return_hydra_config=False)
+
+
+def test_default_digits_run_writes_results(tmp_path):
+    proc = run_cli(*QUICK, run_dir=tmp_path)
+    results = read_results(tmp_path)
+    assert RESULT_KEYS <= results.keys()
+    assert results["status"] == "finished" and results["model"] == "cvt_tiny" and results["data"] == "digits"
+    assert results["epochs"] == 1 and results["steps"] == 3
+    assert 0.0 <= results["test/acc1"] <= results["test/acc5"] <= 1.0
+    assert results["params"] > 0 and results["macs"] > 0
+    assert results["overrides"] == list(QUICK)
+    assert (tmp_path / ".hydra" / "config.yaml").is_file()  # the resolved config
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    assert (tmp_path / "csv" / "metrics.csv").is_file()
+    assert proc.stdout.strip().splitlines()[-1] == f"run directory: {tmp_path}"
+
+    # Running the same command in the same directory skips the finished run.
+    again = run_cli(*QUICK, run_dir=tmp_path)
+    assert read_results(tmp_path)["wall_s"] == results["wall_s"]
+    assert "already finished" in again.stdout + again.stderr
+
+
+def test_killed_run_resumes_to_the_uninterrupted_metrics(tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    run_cli(*RESUMABLE, run_dir=straight)
+    expected = read_results(straight)
+
+    cmd = [sys.executable, "-m", "cvt_lab", *RESUMABLE, f"hydra.run.dir={killed}"]
+    proc = subprocess.Popen(cmd, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first_epoch = killed / "checkpoints" / "epoch000.ckpt"
+    deadline = time.time() + 240
+    while not first_epoch.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.2)  # let the checkpoint finish writing, then kill mid-training
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (killed / "results.json").exists()
+
+    run_cli(*RESUMABLE, run_dir=killed)  # the same command, the same directory
+    resumed = read_results(killed)
+    for key in ("test/acc1", "test/acc5", "val/acc1", "test/loss", "epochs", "steps"):
+        assert resumed[key] == pytest.approx(expected[key], abs=1e-6), key
+
+
+def test_wandb_offline_writes_run_with_group_and_name(tmp_path):
+    args = ("logger=wandb", "logger.group=table5-cpu", "logger.name=row-c", "logger.tags=[row-c]", *QUICK)
+    proc = run_cli(*args, run_dir=tmp_path)
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1, proc.stderr
+    from wandb.proto import wandb_internal_pb2
+    from wandb.sdk.internal import datastore
+
+    store = datastore.DataStore()
+    store.open_for_scan(str(next(runs[0].glob("*.wandb"))))
+    run_record = None
+    while (data := store.scan_data()) is not None:
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(data)
+        if record.WhichOneof("record_type") == "run":
+            run_record = record.run
+    assert run_record is not None
+    assert run_record.run_group == "table5-cpu"
+    assert run_record.display_name == "row-c"
+    assert list(run_record.tags) == ["row-c"]
+    assert "wandb sync" in proc.stderr + proc.stdout  # says how to upload later
+
+
+def test_eval_of_a_released_format_checkpoint(tmp_path):
+    train_dir = tmp_path / "train"
+    run_cli(*QUICK, run_dir=train_dir)
+    trained = read_results(train_dir)
+
+    from cvt_lab.checkpoint import load_checkpoint
+    from cvt_lab.models import create_model
+
+    model = create_model("cvt_tiny", num_classes=10)
+    load_checkpoint(model, train_dir / "checkpoints" / "last.ckpt")
+    released = tmp_path / "CvT-tiny-32x32-digits.pth"
+    export_released(model, released)
+
+    eval_dir = tmp_path / "eval"
+    run_cli("mode=eval", f"checkpoint={released}", "trainer.enable_progress_bar=false", run_dir=eval_dir)
+    evaluated = read_results(eval_dir)
+    assert evaluated["mode"] == "eval" and evaluated["epochs"] == 0
+    assert evaluated["test/acc1"] == pytest.approx(trained["test/acc1"])
+    assert evaluated["val/acc1"] == pytest.approx(trained["val/acc1"])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["model=nope"], "Available options in 'model'"),
+        (["recipe.optimiser.lr=1"], "optimiser"),
+        (["recipe.epochs=many"], "recipe.epochs"),
+        (["model.heads=[1,3,4]"], "not divisible"),
+        (["model.proj=[dw_bn,conv,linear]"], "valid choices are"),
+        (["data=imagefolder", "data.root=/nonexistent/imagenet"], "Expected ImageNet layout"),
+        (["mode=eval"], "checkpoint=PATH"),
+        (["logger.kind=mlflow"], "valid choices are csv, tensorboard, wandb"),
+    ],
+)
+def test_bad_input_fails_with_one_clear_message(tmp_path, args, message):
+    proc = run_cli(*args, *QUICK, run_dir=tmp_path, check=False)
+    assert proc.returncode != 0
+    assert message in proc.stderr + proc.stdout
+    assert "Traceback" not in proc.stderr
+
+
+def test_corrupt_checkpoint_is_refused_by_path(tmp_path):
+    bad = tmp_path / "broken.pth"
+    bad.write_bytes(b"not a checkpoint")
+    proc = run_cli("mode=eval", f"checkpoint={bad}", *QUICK, run_dir=tmp_path / "run", check=False)
+    assert proc.returncode != 0
+    assert str(bad) in proc.stderr
+    assert read_results(tmp_path / "run")["status"] == "failed"
+
+
+def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    from cvt_lab.models.cvt import CvT
+    from cvt_lab.module import ImageClassifier
+    from cvt_lab.train import JobError, run
+
+    forward = CvT.forward
+
+    def forward_nan_once_poisoned(self, x):  # logits turn NaN from epoch 1 on
+        out = forward(self, x)
+        return out * float("nan") if self.training and getattr(self, "poisoned", False) else out
+
+    monkeypatch.setattr(CvT, "forward", forward_nan_once_poisoned)
+    monkeypatch.setattr(ImageClassifier, "on_train_epoch_end", lambda self: setattr(self.model, "poisoned", True))
+    cfg = compose_config(*RESUMABLE, "recipe.epochs=3", "data.num_samples=64")
+    with pytest.raises(JobError, match="loss is nan at epoch 1.*last good checkpoint is kept"):
+        run(cfg, tmp_path, overrides=[])
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    state = torch.load(last, map_location="cpu", weights_only=False)
+    assert state["epoch"] == 0
+    assert all(torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point())
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_same_seed_same_metrics_and_precision_override(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    run_cli(*QUICK, "trainer.precision=bf16-mixed", run_dir=a)
+    run_cli(*QUICK, "trainer.precision=bf16-mixed", run_dir=b)
+    ra, rb = read_results(a), read_results(b)
+    assert ra["precision"] == "bf16-mixed"
+    assert ra["test/acc1"] == rb["test/acc1"] and ra["test/loss"] == rb["test/loss"]
+
+
+def test_installed_console_script_runs(tmp_path):
+    script = Path(sys.executable).with_name("cvt-lab")
+    assert script.is_file()
+    proc = subprocess.run([str(script), "--help"], capture_output=True, text=True, env=cli_env(), cwd=tmp_path)
+    assert proc.returncode == 0 and "cvt13, cvt21" in proc.stdout
