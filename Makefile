@@ -35,3 +35,28 @@ table2: $(STAMP)  ## Table 2/3/7 complexity: params and MACs beside the paper's
 
 clean:  ## remove run outputs (keeps .venv)
 	rm -rf outputs multirun
+
+# Paper tables as sweeps (conf/experiment/) followed by their report (experiments/reports/<table>.{md,csv,png}).
+# SCALE=cpu (default: cvt_tiny on digits, minutes) or SCALE=paper (CvT-13 at 224 on ImageNet: add
+# ARGS='data.root=/data/imagenet launcher=gpus'). Re-running skips finished jobs, resumes interrupted ones.
+SWEEPS     ?= outputs/sweeps
+REPORTS    ?= experiments/reports
+
+table5: $(STAMP)  ## Table 5 (position embedding): sweep + report
+	$(MAKE) --no-print-directory sweep EXP=ablation_pos_embed
+
+table6: $(STAMP)  ## Table 6 (convolutional token embedding): sweep + report
+	$(MAKE) --no-print-directory sweep EXP=ablation_conv_embed
+
+table7: $(STAMP)  ## Table 7 (k/v projection stride): sweep + report
+	$(MAKE) --no-print-directory sweep EXP=ablation_kv_stride
+
+table8: $(STAMP)  ## Table 8 (convolutional vs linear projection): sweep + report
+	$(MAKE) --no-print-directory sweep EXP=ablation_conv_proj
+
+sweep: $(STAMP)  ## any experiment: make sweep EXP=name [SCALE=paper] [ARGS='launcher=cpu_parallel ...']
+	$(PY) -m cvt_lab experiment=$(EXP) scale=$(SCALE) $(ARGS) -m
+	$(PY) -m cvt_lab.report $(EXP) --scale $(SCALE) --sweeps $(SWEEPS) --out $(REPORTS)
+
+report: $(STAMP)  ## the report of an experiment's sweep so far: make report EXP=name [SCALE=paper]
+	$(PY) -m cvt_lab.report $(EXP) --scale $(SCALE) --sweeps $(SWEEPS) --out $(REPORTS)

@@ -174,6 +174,7 @@ class Config:
     checkpoint: str | None = None  # weights to start from (train) or to evaluate (eval); any format
     resume: str | None = None  # a Lightning checkpoint to resume; default: the run dir's last.ckpt
     experiment: Any = None  # set by experiment configs: table and row names (see conf/experiment/)
+    scale: Any = None  # conf/scale/: cpu (default) or paper; experiments read their per-job budget from it
 
 
 def register_configs() -> None:

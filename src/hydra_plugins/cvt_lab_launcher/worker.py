@@ -1,0 +1,31 @@
+"""One job of the pool launcher, in its own process: ``python -m hydra_plugins.cvt_lab_launcher.worker PAYLOAD``."""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(payload_path: str) -> int:
+    import cloudpickle
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.singleton import Singleton
+    from hydra.core.utils import run_job, setup_globals
+
+    with open(payload_path, "rb") as f:
+        payload = cloudpickle.load(f)
+    if payload.get("threads"):
+        import torch
+
+        torch.set_num_threads(int(payload["threads"]))
+    setup_globals()
+    Singleton.set_state(payload["singleton"])
+    HydraConfig.instance().set_config(payload["config"])
+    ret = run_job(hydra_context=payload["hydra_context"], task_function=payload["task_function"],
+                  config=payload["config"], job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+    with open(payload["ret_path"], "wb") as f:
+        cloudpickle.dump(ret, f)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
