@@ -1,0 +1,167 @@
+"""Paper-table sweeps end to end through the real CLI (in subprocesses), and the pool launcher.
+
+The miniature sweep is Table 5's experiment with two rows (CvT ``every`` and DeiT ``deit_s``), one seed,
+two batches of synthetic data; the DeiT row is made to fail (4 heads do not divide its width... 5 heads
+are given) so one job fails while the other finishes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["data=synthetic", "data.num_samples=64", "recipe.epochs=1", "recipe.batch_size=16",
+        "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
+        "trainer.enable_progress_bar=false", "logger=csv"]
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "1"}
+
+
+def cli(*args: str, cwd: Path, timeout: int = 240) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env(), capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, f"{args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def results(sweep: Path) -> dict[str, dict]:
+    out = {}
+    for path in sweep.rglob("results.json"):
+        r = json.loads(path.read_text())
+        row = next(o.split("=", 1)[1] for o in r["overrides"] if o.startswith("model/pos_embed="))
+        out[row] = r
+    return out
+
+
+SWEEP = ["cvt_lab", "experiment=ablation_pos_embed", "model/pos_embed=every,deit_s", "seed=0",
+         "scale.deit.heads=[5]", *FAST, "-m"]
+
+
+@pytest.fixture(scope="module")
+def mini(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep")
+    first = cli(*SWEEP, f"paths.output_dir={out}", cwd=out)
+    sweep = out / "sweeps" / "table5_cpu"
+    return out, sweep, first
+
+
+@pytest.mark.slow
+def test_mini_sweep_one_failure_does_not_stop_the_other(mini):
+    _, sweep, _ = mini
+    assert (sweep / "multirun.yaml").is_file()  # the sweep directory is stable: <table>_<scale>
+    r = results(sweep)
+    assert set(r) == {"every", "deit_s"}
+    assert r["every"]["status"] == "finished" and r["every"]["model"] == "cvt_tiny"
+    assert r["every"]["epochs"] == 1 and r["every"]["seed"] == 0
+    assert r["deit_s"]["status"] == "failed"
+    assert "divisible" in r["deit_s"]["error"]
+
+
+@pytest.mark.slow
+def test_mini_sweep_report(mini, tmp_path):
+    _, sweep, _ = mini
+    proc = cli("cvt_lab.report", str(sweep), "--out", str(tmp_path), cwd=ROOT)
+    md = (tmp_path / "table5.md").read_text()
+    assert (tmp_path / "table5.csv").is_file() and (tmp_path / "table5.png").stat().st_size > 0
+    lines = {line.split("|")[2].strip(): line for line in md.splitlines() if line.startswith("| ") and "`" in line}
+    assert "79.8" in lines["`deit_s`"] and "failed seed 0" in lines["`deit_s`"] and "divisible" in lines["`deit_s`"]
+    assert "81.5" in lines["`every`"] and "ok" in lines["`every`"].split("|")[-2]
+    assert "missing seeds [0]" in lines["`none`"]  # rows of the table that were not run
+    assert "Failed or missing" in md and "wrote" in proc.stdout
+
+
+@pytest.mark.slow
+def test_rerun_skips_finished_jobs(mini):
+    out, sweep, _ = mini
+    before = results(sweep)
+    again = cli(*SWEEP, f"paths.output_dir={out}", cwd=out)
+    after = results(sweep)
+    assert "already finished" in again.stdout + again.stderr
+    assert after["every"]["wall_s"] == before["every"]["wall_s"]  # untouched, not re-trained
+    assert after["deit_s"]["status"] == "failed"  # a failed job is tried again (and fails again here)
+
+
+# ------------------------------------------------------------------------------------------- the launcher
+
+APP = '''
+import json, os, sys, time
+import hydra
+from hydra.core.hydra_config import HydraConfig
+
+@hydra.main(config_path=None, config_name="cfg", version_base="1.3")
+def main(cfg):
+    start = time.time()
+    if cfg.x == {crash}:
+        os._exit(3)  # the job's process dies
+    time.sleep({sleep})
+    out = {{"x": cfg.x, "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"), "start": start, "end": time.time(),
+            "threads": os.environ.get("OMP_NUM_THREADS"), "pid": os.getpid()}}
+    open(os.path.join(HydraConfig.get().runtime.output_dir, "job.json"), "w").write(json.dumps(out))
+    return out
+
+if __name__ == "__main__":
+    from hydra.core.config_store import ConfigStore
+    ConfigStore.instance().store(name="cfg", node={{"x": 0}})
+    main()
+'''
+
+
+def run_app(tmp_path: Path, *args: str, crash: int = -1, sleep: float = 1.5) -> list[dict]:
+    app = tmp_path / "app.py"
+    app.write_text(textwrap.dedent(APP.format(crash=crash, sleep=sleep)))
+    proc = subprocess.run([sys.executable, str(app), "-m", "hydra/launcher=cvt_lab_pool",
+                           f"hydra.sweep.dir={tmp_path}/sweep", *args], cwd=tmp_path, env=env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return [json.loads(p.read_text()) for p in sorted((tmp_path / "sweep").rglob("job.json"))]
+
+
+def overlapping(a: dict, b: dict) -> bool:
+    return a["start"] < b["end"] and b["start"] < a["end"]
+
+
+def test_gpu_launcher_pins_distinct_devices_and_queues(tmp_path):
+    jobs = run_app(tmp_path, "hydra.launcher.pin_gpus=true", "hydra.launcher.num_gpus=2", "x=1,2,3,4,5")
+    assert sorted(j["x"] for j in jobs) == [1, 2, 3, 4, 5]
+    assert {j["cuda"] for j in jobs} <= {"0", "1"}
+    assert len({j["pid"] for j in jobs}) == 5  # a fresh process per job
+    for a in jobs:
+        concurrent = [b for b in jobs if b is not a and overlapping(a, b)]
+        assert all(b["cuda"] != a["cuda"] for b in concurrent), (a, concurrent)
+        running_at_start = [b for b in jobs if b["start"] <= a["start"] < b["end"]]
+        assert len(running_at_start) <= 2  # two devices: never more than two jobs at once
+    assert any(overlapping(a, b) for a in jobs for b in jobs if a is not b)  # and they do run in parallel
+
+
+def test_gpu_launcher_groups_devices_per_job(tmp_path):
+    jobs = run_app(tmp_path, "hydra.launcher.pin_gpus=true", "hydra.launcher.devices=[0,1,2,3]",
+                   "hydra.launcher.gpus_per_job=2", "x=1,2,3", sleep=0.5)
+    assert {j["cuda"] for j in jobs} <= {"0,1", "2,3"}
+
+
+def test_cpu_pool_threads_and_a_crashed_job(tmp_path):
+    jobs = run_app(tmp_path, "hydra.launcher.pin_gpus=false", "hydra.launcher.slots=2",
+                   "hydra.launcher.threads_per_job=1", "x=1,2,3", crash=2, sleep=0.5)
+    assert sorted(j["x"] for j in jobs) == [1, 3]  # the crash did not stop the sweep
+    assert all(j["threads"] == "1" for j in jobs)
+    failed = [json.loads(p.read_text()) for p in (tmp_path / "sweep").rglob("results.json")]
+    assert len(failed) == 1 and failed[0]["status"] == "failed" and "exited with code 3" in failed[0]["error"]
+
+
+def test_make_slots():
+    from hydra_plugins.cvt_lab_launcher.pool import make_slots
+
+    assert make_slots(True, 3, None, 1, 0) == ["0", "1", "2"]
+    assert make_slots(True, None, [4, 5, 6, 7, 8], 2, 0) == ["4,5", "6,7"]
+    assert make_slots(False, None, None, 1, 3) == [None, None, None]
+    with pytest.raises(ValueError, match="num_gpus"):
+        make_slots(True, 0, None, 1, 0)
