@@ -43,13 +43,13 @@ def results(sweep: Path) -> dict[str, dict]:
 
 
 SWEEP = ["cvt_lab", "experiment=ablation_pos_embed", "model/pos_embed=every,deit_s", "seed=0",
-         "scale.deit.heads=[5]", *FAST, "-m"]
+         "scale.deit.heads=[5]", *FAST]
 
 
 @pytest.fixture(scope="module")
 def mini(tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep")
-    first = cli(*SWEEP, f"paths.output_dir={out}", cwd=out)
+    first = cli(*SWEEP, f"paths.output_dir={out}", "-m", cwd=out)
     sweep = out / "sweeps" / "table5_cpu"
     return out, sweep, first
 
@@ -83,7 +83,7 @@ def test_mini_sweep_report(mini, tmp_path):
 def test_rerun_skips_finished_jobs(mini):
     out, sweep, _ = mini
     before = results(sweep)
-    again = cli(*SWEEP, f"paths.output_dir={out}", cwd=out)
+    again = cli(*SWEEP, f"paths.output_dir={out}", "-m", cwd=out)
     after = results(sweep)
     assert "already finished" in again.stdout + again.stderr
     assert after["every"]["wall_s"] == before["every"]["wall_s"]  # untouched, not re-trained

@@ -190,6 +190,12 @@ def build(sweep_dir: Path, spec: dict, seeds: list[int] | None) -> tuple[list[Ro
     return [rows[o] for o in options], {"seeds": seeds, "other": other}
 
 
+def one_line(text: str | None, limit: int = 300) -> str:
+    """An error message fit for a table cell: one line, no pipes, at most ``limit`` characters."""
+    text = " ".join((text or "unknown error").split()).replace("|", "/")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _fmt(x: float | None, spec: str = ".2f", sign: bool = False) -> str:
     if x is None:
         return "-"
@@ -209,7 +215,7 @@ def table_rows(spec: dict, results: list[RowResult]) -> list[dict]:
             d_mean, d_half, _ = mean_ci(pairs)
         paper_d = None if r is ref else r.paper["top1"] - ref.paper["top1"]
         status = "ok" if not r.failed and not r.missing else "; ".join(
-            [f"failed seed {j.seed}: {j.error}" for j in r.failed] + ([f"missing seeds {r.missing}"] if r.missing else []))
+            [f"failed seed {j.seed}: {one_line(j.error)}" for j in r.failed] + ([f"missing seeds {r.missing}"] if r.missing else []))
         out.append({
             "row": r.paper["row"], "option": r.paper["option"], "model": r.paper.get("model", ""),
             "description": r.paper["desc"], "paper_top1": r.paper["top1"],
