@@ -232,14 +232,15 @@ def table_rows(spec: dict, results: list[RowResult]) -> list[dict]:
     return out
 
 
-def markdown(spec: dict, rows: list[dict], meta: dict, sweep_dir: Path, extra: dict) -> str:
+def markdown(table: str, spec: dict, rows: list[dict], meta: dict, sweep_dir: Path, extra: dict) -> str:
     ref = next(r for r in rows if r["option"] == spec["reference"])
     scale = meta.get("scale") or "?"
     has_macs = any(r["paper_gmacs"] is not None for r in rows)
     lines = [
         f"# {spec['title']}: the paper beside ours ({scale} scale)", "",
         f"Sweep: `{sweep_dir}` ({spec['experiment']}, rows = options of `{spec['axis']}`, seeds {meta['seeds']}).",
-        f"Made by: `{meta.get('command') or 'python -m cvt_lab experiment=' + spec['experiment'] + ' -m'}`, "
+        f"Made by: `make {table}`{'' if scale == 'cpu' else ' SCALE=' + scale}, i.e. "
+        f"`{meta.get('command') or 'python -m cvt_lab experiment=' + spec['experiment'] + ' -m'}` "
         f"then `python -m cvt_lab.report {sweep_dir}`.",
         "",
         f"Top-1 in %. Ours: test top-1, mean +/- std over seeds (n). Differences are against the reference row "
@@ -341,7 +342,7 @@ def report(sweep_dir: Path, out_dir: Path, table: str | None = None, paper_table
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = table if meta["scale"] in (None, "cpu") else f"{table}_{meta['scale']}"
     paths = {"md": out_dir / f"{stem}.md", "csv": out_dir / f"{stem}.csv", "png": out_dir / f"{stem}.png"}
-    paths["md"].write_text(markdown(spec, rows, meta, sweep_dir, extra))
+    paths["md"].write_text(markdown(table, spec, rows, meta, sweep_dir, extra))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
     writer.writeheader()
