@@ -1,8 +1,8 @@
 """Paper-table sweeps end to end through the real CLI (in subprocesses), and the pool launcher.
 
 The miniature sweep is Table 5's experiment with two rows (CvT ``every`` and DeiT ``deit_s``), one seed,
-two batches of synthetic data; the DeiT row is made to fail (4 heads do not divide its width... 5 heads
-are given) so one job fails while the other finishes.
+two batches of synthetic data; the DeiT row is made to fail (``scale.deit.heads=[5]`` does not divide its
+width) so one job fails while the other finishes.
 """
 
 from __future__ import annotations
