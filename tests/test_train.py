@@ -19,8 +19,8 @@ from cvt_lab.paths import config_dir
 
 pytestmark = pytest.mark.slow
 RESULT_KEYS = {"test/acc1", "test/acc5", "val/acc1", "params", "macs", "epochs", "wall_s", "overrides"}
-# Synthetic data, 4 epochs of 4 batches: long enough to kill mid-run, short enough for a test.
-RESUMABLE = ("data=synthetic", "data.num_samples=128", "recipe.batch_size=32", "recipe.epochs=4",
+# Synthetic data, 4 epochs of 32 batches: long enough to kill mid-run, short enough for a test.
+RESUMABLE = ("data=synthetic", "data.num_samples=1024", "recipe.batch_size=32", "recipe.epochs=4",
              "trainer.enable_progress_bar=false")
 
 
@@ -41,7 +41,7 @@ def test_default_digits_run_writes_results(tmp_path):
     assert results["overrides"] == list(QUICK)
     assert (tmp_path / ".hydra" / "config.yaml").is_file()  # the resolved config
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
-    assert (tmp_path / "csv" / "metrics.csv").is_file()
+    assert (tmp_path / "csv" / "version_0" / "metrics.csv").is_file()
     assert proc.stdout.strip().splitlines()[-1] == f"run directory: {tmp_path}"
 
     # Running the same command in the same directory skips the finished run.
@@ -61,7 +61,7 @@ def test_killed_run_resumes_to_the_uninterrupted_metrics(tmp_path):
     deadline = time.time() + 240
     while not first_epoch.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
-    time.sleep(0.2)  # let the checkpoint finish writing, then kill mid-training
+    time.sleep(0.3)  # let the checkpoint finish writing, then kill mid-training
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
@@ -73,22 +73,33 @@ def test_killed_run_resumes_to_the_uninterrupted_metrics(tmp_path):
         assert resumed[key] == pytest.approx(expected[key], abs=1e-6), key
 
 
+def wandb_records(path: Path):
+    """The protobuf records of an offline W&B run file (a LevelDB-style log: 7-byte file header, 32 KiB
+    blocks of chunks with a 7-byte header: crc32, length, type FULL=1/FIRST=2/MIDDLE=3/LAST=4)."""
+    from wandb.proto import wandb_internal_pb2
+
+    data, pos, pending = path.read_bytes(), 7, b""
+    while pos + 7 <= len(data):
+        room = 32768 - pos % 32768
+        if room < 7:  # block trailer padding
+            pos += room
+            continue
+        length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
+        pending += data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4) and pending:
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            pending = b""
+            yield record
+
+
 def test_wandb_offline_writes_run_with_group_and_name(tmp_path):
     args = ("logger=wandb", "logger.group=table5-cpu", "logger.name=row-c", "logger.tags=[row-c]", *QUICK)
     proc = run_cli(*args, run_dir=tmp_path)
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1, proc.stderr
-    from wandb.proto import wandb_internal_pb2
-    from wandb.sdk.internal import datastore
-
-    store = datastore.DataStore()
-    store.open_for_scan(str(next(runs[0].glob("*.wandb"))))
-    run_record = None
-    while (data := store.scan_data()) is not None:
-        record = wandb_internal_pb2.Record()
-        record.ParseFromString(data)
-        if record.WhichOneof("record_type") == "run":
-            run_record = record.run
+    run_record = next(r.run for r in wandb_records(next(runs[0].glob("*.wandb"))) if r.HasField("run"))
     assert run_record is not None
     assert run_record.run_group == "table5-cpu"
     assert run_record.display_name == "row-c"

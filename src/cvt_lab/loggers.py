@@ -25,9 +25,9 @@ def build_logger(kind: str, save_dir: str, project: str = "cvt_lab", entity: str
                  tags: list[str] | None = None, mode: str = "auto", run_config: dict | None = None) -> Logger:
     """A Lightning logger writing into ``save_dir`` (the run directory)."""
     if kind == "csv":
-        return CSVLogger(save_dir, name="csv", version="")
+        return CSVLogger(save_dir, name="csv")  # version_N: a resumed run keeps the earlier rows
     if kind == "tensorboard":
-        return TensorBoardLogger(save_dir, name="tensorboard", version="")
+        return TensorBoardLogger(save_dir, name="tensorboard")
     if kind != "wandb":
         raise ValueError(f"unknown logger {kind!r}; valid choices are {', '.join(KINDS)} (logger=<name>)")
     if mode == "auto":

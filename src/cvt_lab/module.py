@@ -12,7 +12,6 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from cvt_lab.config import RecipeConfig
-from cvt_lab.data.base import epoch_seed
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -20,11 +19,10 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class ImageClassifier(pl.LightningModule):
-    def __init__(self, model: nn.Module, recipe: RecipeConfig, num_classes: int, seed: int = 0):
+    def __init__(self, model: nn.Module, recipe: RecipeConfig, num_classes: int):
         super().__init__()
         self.model = model
         self.recipe = recipe
-        self.seed = seed
         r = recipe
         self.mixup = None
         if r.mixup > 0 or r.cutmix > 0:
@@ -44,9 +42,6 @@ class ImageClassifier(pl.LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
-
-    def on_train_epoch_start(self) -> None:
-        pl.seed_everything(epoch_seed(self.seed, self.current_epoch), workers=True, verbose=False)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, labels = batch

@@ -97,10 +97,10 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str], started: float | N
     datamodule = instantiate(cfg.data, batch_size=cfg.recipe.batch_size, image_size=image_size,
                              augment=OmegaConf.to_object(cfg.recipe.augment), drop_last=mixup, seed=cfg.seed)
     recipe = OmegaConf.to_object(cfg.recipe)
-    module = ImageClassifier(model, recipe, num_classes=cfg.data.num_classes, seed=cfg.seed)
+    module = ImageClassifier(model, recipe, num_classes=cfg.data.num_classes)
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    logger = instantiate(cfg.logger, _recursive_=False, save_dir=str(run_dir), name=cfg.logger.name or ",".join(overrides) or "default",
+    logger = instantiate(cfg.logger, _recursive_=False, _convert_="all", save_dir=str(run_dir), name=cfg.logger.name or ",".join(overrides) or "default",
                          run_config=resolved)
     if cfg.logger.kind != "wandb":
         logger.log_hyperparams(resolved)

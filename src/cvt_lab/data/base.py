@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
@@ -13,23 +15,25 @@ class DatasetNotFoundError(FileNotFoundError):
     """A dataset path is missing or empty; the message says what was expected and how to get it."""
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    """The seed of one epoch's randomness (order, augmentation, dropout): a function of (seed, epoch) alone,
-    so a run resumed from an epoch's checkpoint draws exactly what an uninterrupted run draws."""
-    return (seed * 1_000_003 + epoch) % (2**32)
+def derived_seed(seed: int, *counters: int) -> int:
+    """A seed that is a function of the run's seed and a position in training (epoch, step, worker) alone, so
+    a run resumed from a checkpoint draws exactly the random numbers an uninterrupted run draws."""
+    for c in counters:
+        seed = (seed * 1_000_003 + c) % (2**32)
+    return seed
 
 
 class EpochRandomSampler(RandomSampler):
-    """Shuffles with a generator seeded by (seed, epoch): Lightning calls ``set_epoch`` before each epoch, so
-    a run resumed from a checkpoint sees the same order as an uninterrupted one, whatever else drew random numbers."""
+    """Shuffles with a generator seeded by (seed, current epoch), asked of the trainer when each epoch starts."""
 
-    def __init__(self, data_source: Dataset, seed: int = 0):
+    def __init__(self, data_source: Dataset, seed: int, epoch: Callable[[], int]):
         super().__init__(data_source, generator=torch.Generator())
         self.seed = seed
-        self.set_epoch(0)
+        self.epoch = epoch
 
-    def set_epoch(self, epoch: int) -> None:
-        self.generator.manual_seed(epoch_seed(self.seed, epoch))
+    def __iter__(self):
+        self.generator.manual_seed(derived_seed(self.seed, self.epoch()))
+        return super().__iter__()
 
 
 class ImageDataModule(pl.LightningDataModule):
@@ -65,14 +69,31 @@ class ImageDataModule(pl.LightningDataModule):
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
 
+    def current_epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
+
+    def _seed_worker(self, worker_id: int) -> None:
+        """Runs in each (forked) loader worker as an epoch starts: per-image augmentation there is a
+        function of (seed, epoch, worker) too."""
+        pl.seed_everything(derived_seed(self.seed, self.current_epoch(), worker_id + 1), verbose=False)
+
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        # Every training step's randomness (batch augmentation, Mixup/CutMix, dropout, drop path) starts from
+        # a seed fixed by (seed, step): resuming at any checkpoint replays it exactly.
+        if self.trainer is not None and self.trainer.training:
+            pl.seed_everything(derived_seed(self.seed, self.trainer.global_step), verbose=False)
+        return batch
+
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            sampler=EpochRandomSampler(dataset, self.seed) if train else None,
+            sampler=EpochRandomSampler(dataset, self.seed, self.current_epoch) if train else None,
             drop_last=train and self.drop_last,
             num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+            worker_init_fn=self._seed_worker if train and self.num_workers > 0 else None,
+            # Workers restart each epoch so that _seed_worker sees the epoch (cheap: they fork).
+            persistent_workers=self.num_workers > 0 and not train,
             pin_memory=torch.cuda.is_available(),
         )
 
