@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from timm.layers import DropPath, Mlp, QuickGELU, trunc_normal_
+from timm.layers import DropPath, QuickGELU, trunc_normal_
 from torch import nn
 
 EMBED_TYPES = ("conv", "patch")
@@ -31,22 +31,100 @@ PROJ_TYPES = ("dw_bn", "avg", "linear")
 ACTIVATIONS = {"gelu": nn.GELU, "quick_gelu": QuickGELU}
 ATTN_SCALES = ("dim", "head")
 
+# Speed levers, all on by default. Each keeps the numerics (fp32 logits within float rounding of the plain
+# formulation; checked by tests/test_bench.py) and can be switched off, one by one, to measure its effect
+# (``python -m cvt_lab.bench --levers``) or all at once to get the plain, unoptimized formulation.
+FAST_PATHS: dict[str, bool] = {
+    "silu_mlp": True,  # QuickGELU as one SiLU kernel, its 1.702 scalings folded into the fc1 / fc2 GEMMs
+    "fused_attention": True,  # scaled_dot_product_attention (flash) instead of matmul -> softmax -> matmul
+    "lowp_cpu_attention": True,  # ...except bf16/fp16 on CPU, where the explicit form is faster
+    "zero_copy_layout": True,  # tokens <-> maps as channels-last views, never a copy
+    "fold_bn": True,  # eval: BatchNorm folded into the depthwise convolution
+    "fp32_strided_dwconv": True,  # CPU autocast: strided depthwise convs (k, v) with gradients run in fp32
+}
+
+
+class fast_paths:  # noqa: N801 - used like a function: ``with fast_paths(False): ...``
+    """Switch speed levers: ``fast_paths(False)`` turns them all off (the plain formulation), keyword arguments
+    set single levers, e.g. ``fast_paths(fold_bn=False)``. Works as a context manager (restores on exit) or as a
+    plain call (a lasting change)."""
+
+    def __init__(self, enabled: bool | None = None, **levers: bool):
+        unknown = sorted(set(levers) - set(FAST_PATHS))
+        if unknown:
+            raise ValueError(f"CvT: unknown speed lever(s) {unknown}; valid ones are {', '.join(FAST_PATHS)}")
+        self._saved = dict(FAST_PATHS)
+        if enabled is not None:
+            FAST_PATHS.update(dict.fromkeys(FAST_PATHS, bool(enabled)))
+        FAST_PATHS.update({k: bool(v) for k, v in levers.items()})
+
+    def __enter__(self) -> dict[str, bool]:
+        return FAST_PATHS
+
+    def __exit__(self, *exc) -> None:
+        FAST_PATHS.clear()
+        FAST_PATHS.update(self._saved)
+
 
 def tokens_to_map(tokens: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
     """(B, H*W, C) tokens -> (B, C, H, W) map; a channels-last view when ``tokens`` is contiguous."""
     b, _, c = tokens.shape
-    return tokens.reshape(b, hw[0], hw[1], c).permute(0, 3, 1, 2)
+    x = tokens.reshape(b, hw[0], hw[1], c).permute(0, 3, 1, 2)
+    return x if FAST_PATHS["zero_copy_layout"] else x.contiguous()
 
 
 def map_to_tokens(x: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) map -> (B, H*W, C) tokens; free for a channels-last map."""
-    return x.permute(0, 2, 3, 1).flatten(1, 2)
+    tokens = x.permute(0, 2, 3, 1).flatten(1, 2)
+    return tokens if FAST_PATHS["zero_copy_layout"] else tokens.contiguous()
 
 
 def conv_out_size(size: int, kernel: int, stride: int, padding: int, ceil_mode: bool = False) -> int:
     """Output length of a convolution / pooling window along one axis."""
     span = size + 2 * padding - kernel
     return (-(-span // stride) if ceil_mode else span // stride) + 1
+
+
+QUICK_GELU_ALPHA = 1.702  # QuickGELU(x) = x * sigmoid(1.702 x) = silu(1.702 x) / 1.702
+
+
+def _scaled_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, alpha: float) -> torch.Tensor:
+    """``alpha * (x @ weight.T) + bias`` as one GEMM: the scaling rides in the GEMM's alpha, no extra pass."""
+    x2 = x.reshape(-1, x.shape[-1])
+    if bias is None:
+        out = torch.mm(x2, weight.t()).mul_(alpha)
+    else:
+        out = torch.addmm(bias, x2, weight.t(), alpha=alpha)
+    return out.view(*x.shape[:-1], weight.shape[0])
+
+
+class Mlp(nn.Module):
+    """fc1 -> activation -> fc2, with timm's ``Mlp`` module names (``fc1``, ``act``, ``drop1``, ``norm``, ``fc2``,
+    ``drop2``), so checkpoints load unchanged.
+
+    With QuickGELU the activation runs as one SiLU kernel: ``x * sigmoid(1.702 x) = silu(1.702 x) / 1.702``, the
+    1.702 folded into fc1's GEMM (its alpha, and the bias scaled) and the 1 / 1.702 into fc2's GEMM (alpha). In
+    eager mode that replaces three elementwise passes forward and about five backward with one each, and keeps
+    one activation fewer for backward; the result equals the textbook formula up to float rounding.
+    """
+
+    def __init__(self, in_features: int, hidden_features: int, act_layer: type[nn.Module] = nn.GELU,
+                 drop: float = 0.0):
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, hidden_features)
+        self.act = act_layer()
+        self.drop1 = nn.Dropout(drop)
+        self.norm = nn.Identity()
+        self.fc2 = nn.Linear(hidden_features, in_features)
+        self.drop2 = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.act, QuickGELU) and FAST_PATHS["silu_mlp"]:
+            a = QUICK_GELU_ALPHA
+            bias = self.fc1.bias * a if self.fc1.bias is not None else None
+            h = F.silu(_scaled_linear(x, self.fc1.weight, bias, a))
+            return self.drop2(_scaled_linear(self.drop1(h), self.fc2.weight, self.fc2.bias, 1.0 / a))
+        return self.drop2(self.fc2(self.norm(self.drop1(self.act(self.fc1(x))))))
 
 
 class ConvEmbed(nn.Module):
@@ -71,6 +149,47 @@ def build_projection(kind: str, dim: int, kernel: int, stride: int) -> nn.Module
     if kind == "avg":
         return nn.AvgPool2d(kernel, stride=stride, padding=kernel // 2, ceil_mode=True)
     return None
+
+
+def depthwise_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+    """``bn(conv(x))`` for the ``dw_bn`` projection, with two speed-ups that leave the result unchanged:
+
+    - in eval mode BatchNorm is folded into the convolution (one op instead of two; weights folded per call,
+      which costs C * k * k multiplies, so ``state_dict`` and checkpoints stay as they are);
+    - under CPU autocast, a strided depthwise convolution that needs gradients runs in fp32: its bf16 backward
+      kernel is ~5x slower than fp32 on CPU (oneDNN), and its FLOPs are negligible either way.
+    """
+    if (FAST_PATHS["fp32_strided_dwconv"] and x.device.type == "cpu" and conv.stride != (1, 1)
+            and torch.is_autocast_enabled("cpu") and torch.is_grad_enabled() and conv.weight.requires_grad):
+        with torch.autocast("cpu", enabled=False):
+            return depthwise_conv_bn(conv, bn, x.float())
+    if bn.training or not bn.track_running_stats or bn.running_var is None or not FAST_PATHS["fold_bn"]:
+        return bn(conv(x))
+    scale = torch.rsqrt(bn.running_var + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight
+    shift = -bn.running_mean * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias
+    weight = conv.weight * scale.view(-1, 1, 1, 1)
+    bias = shift if conv.bias is None else shift + conv.bias * scale
+    return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, dropout_p: float = 0.0) -> torch.Tensor:
+    """softmax(q k^T * scale) v over (B, heads, N, head_dim) tensors.
+
+    fp32 and every CUDA dtype: PyTorch's fused ``scaled_dot_product_attention`` (flash kernel; no N x N matrix
+    kept for backward). bf16/fp16 on CPU: explicit matmul -> softmax -> matmul, which is ~1.3-3x faster there
+    than the CPU flash kernel in reduced precision (measured in docs/performance.md).
+    """
+    lowp_cpu = q.device.type == "cpu" and q.dtype != torch.float32 and FAST_PATHS["lowp_cpu_attention"]
+    if FAST_PATHS["fused_attention"] and not lowp_cpu:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=scale)
+    probs = torch.matmul(q * scale, k.transpose(-2, -1)).softmax(dim=-1)
+    if dropout_p > 0.0:
+        probs = F.dropout(probs, dropout_p)
+    return torch.matmul(probs, v)
 
 
 class ConvAttention(nn.Module):
@@ -105,7 +224,11 @@ class ConvAttention(nn.Module):
         self.proj_dropout = nn.Dropout(proj_drop)
 
     def _spatial(self, projection: nn.Module | None, x_map: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        return tokens if projection is None else map_to_tokens(projection(x_map))
+        if projection is None:
+            return tokens
+        if isinstance(projection, nn.Sequential):  # dw_bn
+            return map_to_tokens(depthwise_conv_bn(projection.conv, projection.bn, x_map))
+        return map_to_tokens(projection(x_map))
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
@@ -122,9 +245,7 @@ class ConvAttention(nn.Module):
         if self.with_cls_token:
             q, k, v = (torch.cat((cls_token, t), dim=1) for t in (q, k, v))
         q, k, v = self._heads(self.proj_q(q)), self._heads(self.proj_k(k)), self._heads(self.proj_v(v))
-        out = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.attn_drop if self.training else 0.0, scale=self.scale
-        )
+        out = attention(q, k, v, self.scale, self.attn_drop if self.training else 0.0)
         out = out.transpose(1, 2).reshape(b, n, c)
         return self.proj_dropout(self.proj(out))
 
