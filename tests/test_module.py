@@ -24,7 +24,8 @@ def recipe(name: str, **overrides) -> RecipeConfig:
 def classifier(r: RecipeConfig, steps_per_epoch: int = 10, world_size: int = 1) -> ImageClassifier:
     model = create_model("cvt_tiny", num_classes=10, pos_embed=True)
     module = ImageClassifier(model, r, num_classes=10)
-    trainer = SimpleNamespace(world_size=world_size, accumulate_grad_batches=1, max_epochs=r.epochs,
+    trainer = SimpleNamespace(world_size=world_size, accumulate_grad_batches=1, max_epochs=r.epochs, current_epoch=0,
+                              global_step=0,
                               estimated_stepping_batches=steps_per_epoch * r.epochs)
     module._trainer = trainer  # what configure_optimizers reads, without a Trainer
     return module
