@@ -72,6 +72,7 @@ class Job:
     params: int | None = None
     macs: int | None = None
     run_dir: str = ""
+    model: str | None = None
 
 
 def _override(overrides: list[str], key: str) -> str | None:
@@ -102,7 +103,7 @@ def read_jobs(sweep_dir: Path, axis: str) -> list[Job]:
             seed = int(_override(overrides, "seed"))
         acc = r.get("test/acc1")
         jobs.append(Job(row, seed, r.get("status", "unknown"), None if acc is None else 100 * acc, r.get("error"),
-                        r.get("params"), r.get("macs"), str(path.parent)))
+                        r.get("params"), r.get("macs"), str(path.parent), r.get("model")))
     return jobs
 
 
@@ -164,6 +165,7 @@ class RowResult:
     params: float | None = None
     gmacs: float | None = None
     run_params: int | None = None
+    run_model: str | None = None
 
 
 def build(sweep_dir: Path, spec: dict, seeds: list[int] | None) -> tuple[list[RowResult], dict]:
@@ -177,7 +179,7 @@ def build(sweep_dir: Path, spec: dict, seeds: list[int] | None) -> tuple[list[Ro
         res = rows[j.row]
         if j.status == "finished" and j.acc1 is not None:
             res.accs[j.seed] = j.acc1
-            res.run_params = j.params
+            res.run_params, res.run_model = j.params, j.model
         elif j.status == "failed":
             res.failed.append(j)
     if seeds is None:
@@ -227,7 +229,7 @@ def table_rows(spec: dict, results: list[RowResult]) -> list[dict]:
             "n_pairs": 0 if r is ref else len(pairs),
             "paper_params_m": r.paper.get("params"), "ours_params_m": r.params,
             "paper_gmacs": r.paper.get("gmacs"), "ours_gmacs": r.gmacs,
-            "run_params": r.run_params, "status": status,
+            "run_model": r.run_model, "run_params": r.run_params, "status": status,
         })
     return out
 
@@ -277,6 +279,12 @@ def markdown(table: str, spec: dict, rows: list[dict], meta: dict, sweep_dir: Pa
             line += f" {_fmt(r['paper_gmacs'])} | {_fmt(r['ours_gmacs'])} |"
         line += f" {r['status']} |"
         lines.append(line)
+    trained: dict[str, list[str]] = {}
+    for r in rows:
+        if r["run_model"]:
+            trained.setdefault(f"{r['run_model']} ({r['run_params'] / 1e6:.2f}M params)", []).append(r["row"])
+    if trained:
+        lines += ["", "Trained at this scale: " + "; ".join(f"{m} for rows {', '.join(v)}" for m, v in trained.items()) + "."]
     bad = [r for r in rows if r["status"] != "ok"]
     lines += ["", "Failed or missing: " + ("none." if not bad else
                                           "; ".join(f"row {r['row']} ({r['option']}): {r['status']}" for r in bad))]
