@@ -91,7 +91,11 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str], started: float | N
     if cfg.checkpoint:
         from cvt_lab.checkpoint import load_checkpoint
 
-        load_checkpoint(getattr(model, "_orig_mod", model), cfg.checkpoint)
+        loaded = load_checkpoint(getattr(model, "_orig_mod", model), cfg.checkpoint)
+        if cfg.mode == "eval" and loaded.head_replaced:
+            raise JobError(f"checkpoint={cfg.checkpoint} was trained for another number of classes than "
+                           f"data={cfg.data.name} ({cfg.data.num_classes}); evaluating it needs its own head: "
+                           "pick the matching data (or data.num_classes), or fine-tune it with mode=train")
     size = count(model, image_size, in_chans=cfg.model.in_chans)
     mixup = cfg.recipe.mixup > 0 or cfg.recipe.cutmix > 0
     datamodule = instantiate(cfg.data, batch_size=cfg.recipe.batch_size, image_size=image_size,
