@@ -28,6 +28,8 @@ def test_wheel_carries_every_config(unpacked_wheel):
     shipped = {p.relative_to(unpacked_wheel / "cvt_lab" / "conf") for p in (unpacked_wheel / "cvt_lab" / "conf").rglob("*.yaml")}
     in_repo = {p.relative_to(ROOT / "conf") for p in (ROOT / "conf").rglob("*.yaml")}
     assert shipped == in_repo
+    assert (unpacked_wheel / "cvt_lab" / "experiments" / "paper_tables.yaml").is_file()  # for cvt_lab.report
+    assert (unpacked_wheel / "hydra_plugins" / "cvt_lab_launcher").is_dir()  # launcher=cpu_parallel / gpus
 
 
 def test_installed_wheel_composes_and_builds_from_another_directory(unpacked_wheel, tmp_path):

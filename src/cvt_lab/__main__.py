@@ -33,11 +33,17 @@ def summary(results: dict) -> str:
     )
 
 
-def make_task(started: float):
+def make_task(process_started: float):
     """The Hydra task. A job that fails records its error in results.json (status "failed"); a single run
-    then exits non-zero with one message, while a sweep (-m) goes on with its other jobs."""
+    then exits non-zero with one message, while a sweep (-m) goes on with its other jobs.
+
+    The first job's wall time counts from the process start (start-up included); later jobs of a sweep
+    that share the process count from their own start."""
+    first_job = [True]
 
     def task(cfg: DictConfig) -> dict:
+        started = process_started if first_job[0] else time.time()
+        first_job[0] = False
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 

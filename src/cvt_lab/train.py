@@ -161,7 +161,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str], started: float | N
         "recipe": cfg.recipe.name,
         "precision": str(cfg.trainer.precision),
         "checkpoint": cfg.checkpoint,
-        "experiment": OmegaConf.to_container(cfg.experiment) if cfg.experiment is not None else None,
+        "experiment": OmegaConf.to_container(cfg.experiment, resolve=True) if cfg.experiment is not None else None,
         "overrides": list(overrides),
         "run_dir": str(run_dir),
         "torch": torch.__version__,
