@@ -8,7 +8,7 @@ SCALE      ?= cpu
 EXP        ?= ablation_pos_embed
 ARGS       ?=
 
-.PHONY: help install run test bench table2 table5 table6 table7 table8 sweep report clean
+.PHONY: help install run test bench table2 table3 table4 table5 table6 table7 table8 sweep report clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -41,6 +41,24 @@ clean:  ## remove run outputs (keeps .venv)
 # ARGS='data.root=/data/imagenet launcher=gpus'). Re-running skips finished jobs, resumes interrupted ones.
 SWEEPS     ?= outputs/sweeps
 REPORTS    ?= experiments/reports
+
+table3: $(STAMP)  ## Table 3 (ImageNet-1k rows: model x image size): sweep + report
+	$(MAKE) --no-print-directory sweep EXP=imagenet
+
+# Table 4 fine-tunes a pre-trained checkpoint: CKPT=PATH (required at paper scale: ours, the released .pth,
+# or transformers'; add ARGS='model=cvt13 ...' to match it). At CPU scale without CKPT, a plain cvt_tiny
+# run on digits into $(PRETRAIN) provides it (made once, reused afterwards).
+PRETRAIN   ?= outputs/pretrain_cpu
+CKPT       ?=
+
+table4: $(STAMP)  ## Table 4 (transfer from CKPT=PATH; CPU: pre-trains cvt_tiny on digits first): sweep + report
+	@if [ "$(SCALE)" != cpu ] && [ -z "$(CKPT)" ]; then \
+	  echo "error: make table4 SCALE=$(SCALE) needs the pre-trained weights: CKPT=PATH (e.g. CvT-13-384x384-IN-22k.pth) and ARGS='model=cvt13 launcher=gpus'" >&2; exit 2; fi
+	@if [ -z "$(CKPT)" ] && ! grep -qs '"status": "finished"' $(PRETRAIN)/results.json; then \
+	  echo "pre-training cvt_tiny on digits into $(PRETRAIN) (the checkpoint Table 4 fine-tunes at CPU scale)"; \
+	  $(PY) -m cvt_lab hydra.run.dir=$(PRETRAIN) trainer.enable_progress_bar=false || exit 1; fi
+	$(MAKE) --no-print-directory sweep EXP=transfer \
+	  ARGS="checkpoint=$(abspath $(or $(CKPT),$(PRETRAIN)/checkpoints/last.ckpt)) $(ARGS)"
 
 table5: $(STAMP)  ## Table 5 (position embedding): sweep + report
 	$(MAKE) --no-print-directory sweep EXP=ablation_pos_embed
