@@ -196,18 +196,22 @@ def infer_fn(name: str, model: nn.Module, x: torch.Tensor, device: str, precisio
     return run
 
 
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+CLOCK = {"now": time.perf_counter}
+
+
 def interleaved(fns: dict[str, Callable[[], None]], iters: int, warmup: int, device: str) -> dict[str, list[float]]:
     """Seconds per call of each function; rounds alternate the order so drift and load hit all alike."""
     times: dict[str, list[float]] = {k: [] for k in fns}
-    keys = list(fns)
+    keys, now = list(fns), CLOCK["now"]
     for i in range(warmup + iters):
         for k in keys if i % 2 == 0 else keys[::-1]:
             sync(device)
-            t0 = time.perf_counter()
+            t0 = now()
             fns[k]()
             sync(device)
             if i >= warmup:
-                times[k].append(time.perf_counter() - t0)
+                times[k].append(now() - t0)
     return times
 
 
@@ -330,7 +334,7 @@ def child_cmd(opts: argparse.Namespace, model_args: dict, task: str, **extra: An
     cmd = [sys.executable, "-m", "cvt_lab.bench", "--_child", task, "--model-args", json.dumps(model_args),
            "--threads", str(opts.threads), "--image-size", str(opts.image_size), "--memory-batch",
            str(opts.memory_batch), "--batch", str(opts.batch), "--iters", str(opts.iters), "--warmup",
-           str(opts.warmup)]
+           str(opts.warmup), "--clock", opts.clock]
     for k, v in extra.items():
         cmd += [f"--{k.replace('_', '-')}", str(v)]
     return cmd
@@ -443,6 +447,7 @@ LEVER_SCOPE = {
     "zero_copy_layout": (("fp32",), ("train", "infer")),
     "fold_bn": (("fp32",), ("infer",)),
     "fp32_strided_dwconv": (("bf16",), ("train",)),
+    "inplace_inference": (("fp32",), ("infer",)),
 }
 
 
@@ -749,6 +754,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--memory-batch", type=int, default=None, help="batch of the memory figure (default 32)")
     p.add_argument("--resolutions", type=lambda s: [int(v) for v in s.split(",")], default=None,
                    help="comma-separated sizes (default 160,224,288,384)")
+    p.add_argument("--clock", default="wall", choices=tuple(CLOCKS),
+                   help="wall: elapsed time (the figures); cpu: this process's CPU time, steadier on a shared "
+                        "machine with --threads 1 (with more threads it counts spin-waiting too)")
     p.add_argument("--malloc", default="default", choices=("default", "tuned"),
                    help="glibc allocator setting of this process (see set_malloc)")
     p.add_argument("--no-levers", dest="levers", action="store_false", help="skip the per-lever measurements")
@@ -792,6 +800,7 @@ def model_args(opts: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     opts = parse(argv)
+    CLOCK["now"] = CLOCKS[opts.clock]
     if opts._child:
         child = {"memory": memory_child, "throughput": throughput_child, "compile": compile_child}[opts._child]
         print(json.dumps(child(opts)))
@@ -812,7 +821,7 @@ def main(argv: list[str] | None = None) -> int:
             "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
             "device": opts.device, "device_name": torch.cuda.get_device_name() if opts.device == "cuda" else cpu_name(),
             "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cores": os.cpu_count(),
-            "threads": opts.threads, "malloc": opts.malloc, "malloc_applied": applied,
+            "threads": opts.threads, "malloc": opts.malloc, "malloc_applied": applied, "clock": opts.clock,
             "load_average_start": load_average(), "optimizer": "AdamW (fused where available), lr 1e-4, wd 0.05",
         },
         "config": {"model": opts.model, "model_args": args, "image_size": opts.image_size, "batch": opts.batch,

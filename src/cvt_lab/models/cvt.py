@@ -41,6 +41,7 @@ FAST_PATHS: dict[str, bool] = {
     "zero_copy_layout": True,  # tokens <-> maps as channels-last views, never a copy
     "fold_bn": True,  # eval: BatchNorm folded into the depthwise convolution
     "fp32_strided_dwconv": True,  # CPU autocast: strided depthwise convs (k, v) with gradients run in fp32
+    "inplace_inference": True,  # without autograd: activation and residual add in place (no new buffers)
 }
 
 
@@ -64,6 +65,11 @@ class fast_paths:  # noqa: N801 - used like a function: ``with fast_paths(False)
     def __exit__(self, *exc) -> None:
         FAST_PATHS.clear()
         FAST_PATHS.update(self._saved)
+
+
+def _inplace_ok(x: torch.Tensor) -> bool:
+    """Whether an op may overwrite ``x``, a fresh intermediate: only when autograd will not need it."""
+    return FAST_PATHS["inplace_inference"] and not (torch.is_grad_enabled() and x.requires_grad)
 
 
 def tokens_to_map(tokens: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
@@ -122,7 +128,8 @@ class Mlp(nn.Module):
         if isinstance(self.act, QuickGELU) and FAST_PATHS["silu_mlp"]:
             a = QUICK_GELU_ALPHA
             bias = self.fc1.bias * a if self.fc1.bias is not None else None
-            h = F.silu(_scaled_linear(x, self.fc1.weight, bias, a))
+            h = _scaled_linear(x, self.fc1.weight, bias, a)
+            h = F.silu(h, inplace=_inplace_ok(h))
             return self.drop2(_scaled_linear(self.drop1(h), self.fc2.weight, self.fc2.bias, 1.0 / a))
         return self.drop2(self.fc2(self.norm(self.drop1(self.act(self.fc1(x))))))
 
@@ -264,6 +271,8 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         x = x + self.drop_path(self.attn(self.norm1(x), hw))
+        if _inplace_ok(x):  # x is this block's own sum: adding into it saves a token-sized buffer
+            return x.add_(self.drop_path(self.mlp(self.norm2(x))))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
