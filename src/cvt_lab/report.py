@@ -275,6 +275,17 @@ def one_line(text: str | None, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def trained_lines(rows: list[dict]) -> list[str]:
+    """Which model each scale trained, for which rows (whatever the paper's rows name)."""
+    trained: dict[str, list[str]] = {}
+    for r in rows:
+        if r["run_model"]:
+            trained.setdefault(f"{r['run_model']} ({r['run_params'] / 1e6:.2f}M params)", []).append(r["row"])
+    if not trained:
+        return []
+    return ["", "Trained at this scale: " + "; ".join(f"{m} for rows {', '.join(v)}" for m, v in trained.items()) + "."]
+
+
 def _fmt(x: float | None, spec: str = ".2f", sign: bool = False) -> str:
     if x is None:
         return "-"
@@ -360,12 +371,7 @@ def markdown(table: str, spec: dict, rows: list[dict], meta: dict, sweep_dir: Pa
             line += f" {_fmt(r['paper_gmacs'])} | {_fmt(r['ours_gmacs'])} |"
         line += f" {r['status']} |"
         lines.append(line)
-    trained: dict[str, list[str]] = {}
-    for r in rows:
-        if r["run_model"]:
-            trained.setdefault(f"{r['run_model']} ({r['run_params'] / 1e6:.2f}M params)", []).append(r["row"])
-    if trained:
-        lines += ["", "Trained at this scale: " + "; ".join(f"{m} for rows {', '.join(v)}" for m, v in trained.items()) + "."]
+    lines += trained_lines(rows)
     bad = [r for r in rows if r["status"] != "ok"]
     lines += ["", "Failed or missing: " + ("none." if not bad else
                                           "; ".join(f"row {r['row']} ({r['option']}): {r['status']}" for r in bad))]
@@ -415,12 +421,7 @@ def markdown_models(table: str, spec: dict, rows: list[dict], meta: dict, sweep_
         line += "".join(f"{_cell(r['paper_' + k], dec)} | " for k in paper_cols)
         line += f"{ran} | {ours} | {r['n']} | {pp} | {op} | {pg} | {og} | {r['status']} |"
         lines.append(line)
-    trained: dict[str, list[str]] = {}
-    for r in rows:
-        if r["run_model"]:
-            trained.setdefault(f"{r['run_model']} ({r['run_params'] / 1e6:.2f}M params)", []).append(r["row"])
-    if trained:
-        lines += ["", "Trained at this scale: " + "; ".join(f"{m} for rows {', '.join(v)}" for m, v in trained.items()) + "."]
+    lines += trained_lines(rows)
     not_run = [r for r in rows if r["status"].startswith("not ")]
     if not_run:
         lines += ["Not run: " + "; ".join(f"row {r['row']} ({r['option']}): {r['status']}" for r in not_run) + "."]
