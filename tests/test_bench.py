@@ -132,8 +132,8 @@ def test_each_lever_alone_keeps_the_logits(lever):
     assert (one - plain).abs().max().item() <= 1e-4
 
 
-def test_cvt13_bn_folded_logits_equal_plain():
-    """The issue's numerics target on the real architecture: CvT-13, fp32, eval (BatchNorm folded)."""
+def test_cvt13_optimized_logits_equal_plain():
+    """The issue's numerics target on the real architecture: CvT-13, fp32, eval."""
     model = randomized("cvt13", num_classes=1000)
     fast = logits(model, size=96, batch=2)
     with fast_paths(False):
@@ -182,9 +182,9 @@ def test_fast_paths_switch():
     before = dict(FAST_PATHS)
     with fast_paths(False) as flags:
         assert not any(flags.values())
-        with fast_paths(fold_bn=True):
-            assert FAST_PATHS["fold_bn"] and not FAST_PATHS["silu_mlp"]
-        assert not FAST_PATHS["fold_bn"]
+        with fast_paths(silu_mlp=True):
+            assert FAST_PATHS["silu_mlp"] and not FAST_PATHS["fused_attention"]
+        assert not FAST_PATHS["silu_mlp"]
     assert FAST_PATHS == before
     with pytest.raises(ValueError, match="unknown speed lever"):
         fast_paths(no_such_lever=True)

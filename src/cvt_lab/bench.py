@@ -411,7 +411,7 @@ def bench_resolution(pair: Pair, opts: argparse.Namespace, precision: str, iters
 
 
 def numerics(args: dict[str, Any], image_size: int, device: str) -> dict:
-    """fp32 logits of the optimized path (eval: BatchNorm folded, SiLU MLP, fused attention, views) against
+    """fp32 logits of the optimized path (eval: SiLU MLP, fused attention, zero-copy views, in-place ops) against
     the plain formulation (every lever off), on a model whose BatchNorm statistics are not trivial."""
     from cvt_lab.models.cvt import CvT, fast_paths
 
@@ -445,7 +445,6 @@ LEVER_SCOPE = {
     "fused_attention": (("fp32",), ("train", "infer")),
     "lowp_cpu_attention": (("bf16",), ("train", "infer")),
     "zero_copy_layout": (("fp32",), ("train", "infer")),
-    "fold_bn": (("fp32",), ("infer",)),
     "fp32_strided_dwconv": (("bf16",), ("train",)),
     "inplace_inference": (("fp32",), ("infer",)),
 }

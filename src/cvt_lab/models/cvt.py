@@ -14,6 +14,10 @@ width ** -0.5 (not the head width), the class token bypasses the spatial project
 Tokens stay in (B, N, C) layout. Moving between tokens and maps uses ``(B, H, W, C)`` views permuted
 to ``(B, C, H, W)``: that is a channels-last tensor over the same memory, so the depthwise
 convolutions read the tokens without a copy.
+
+Speed: the levers in ``FAST_PATHS`` (SiLU-form QuickGELU folded into the MLP GEMMs, fused attention,
+zero-copy layouts, CPU bf16 paths, in-place inference) change how, not what, is computed; ``fast_paths(False)``
+gives the plain formulation. Each one's measured effect is in docs/performance.md (``python -m cvt_lab.bench``).
 """
 
 from __future__ import annotations
@@ -33,13 +37,12 @@ ATTN_SCALES = ("dim", "head")
 
 # Speed levers, all on by default. Each keeps the numerics (fp32 logits within float rounding of the plain
 # formulation; checked by tests/test_bench.py) and can be switched off, one by one, to measure its effect
-# (``python -m cvt_lab.bench --levers``) or all at once to get the plain, unoptimized formulation.
+# (the ``levers`` section of ``python -m cvt_lab.bench``) or all at once to get the plain formulation.
 FAST_PATHS: dict[str, bool] = {
     "silu_mlp": True,  # QuickGELU as one SiLU kernel, its 1.702 scalings folded into the fc1 / fc2 GEMMs
     "fused_attention": True,  # scaled_dot_product_attention (flash) instead of matmul -> softmax -> matmul
     "lowp_cpu_attention": True,  # ...except bf16/fp16 on CPU, where the explicit form is faster
     "zero_copy_layout": True,  # tokens <-> maps as channels-last views, never a copy
-    "fold_bn": True,  # eval: BatchNorm folded into the depthwise convolution
     "fp32_strided_dwconv": True,  # CPU autocast: strided depthwise convs (k, v) with gradients run in fp32
     "inplace_inference": True,  # without autograd: activation and residual add in place (no new buffers)
 }
@@ -47,7 +50,7 @@ FAST_PATHS: dict[str, bool] = {
 
 class fast_paths:  # noqa: N801 - used like a function: ``with fast_paths(False): ...``
     """Switch speed levers: ``fast_paths(False)`` turns them all off (the plain formulation), keyword arguments
-    set single levers, e.g. ``fast_paths(fold_bn=False)``. Works as a context manager (restores on exit) or as a
+    set single levers, e.g. ``fast_paths(silu_mlp=False)``. Works as a context manager (restores on exit) or as a
     plain call (a lasting change)."""
 
     def __init__(self, enabled: bool | None = None, **levers: bool):
@@ -159,28 +162,15 @@ def build_projection(kind: str, dim: int, kernel: int, stride: int) -> nn.Module
 
 
 def depthwise_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
-    """``bn(conv(x))`` for the ``dw_bn`` projection, with two speed-ups that leave the result unchanged:
-
-    - in eval mode BatchNorm is folded into the convolution (one op instead of two; weights folded per call,
-      which costs C * k * k multiplies, so ``state_dict`` and checkpoints stay as they are);
-    - under CPU autocast, a strided depthwise convolution that needs gradients runs in fp32: its bf16 backward
-      kernel is ~5x slower than fp32 on CPU (oneDNN), and its FLOPs are negligible either way.
-    """
+    """``bn(conv(x))`` for the ``dw_bn`` projection. Under CPU autocast, a strided depthwise convolution that
+    needs gradients (k and v in training) runs in fp32: oneDNN's bf16 backward kernel for it is ~5x slower than
+    fp32 on CPU, and its FLOPs are negligible either way. (Folding BatchNorm into the convolution for inference
+    was measured too and dropped: no measurable gain, see docs/performance.md.)"""
     if (FAST_PATHS["fp32_strided_dwconv"] and x.device.type == "cpu" and conv.stride != (1, 1)
             and torch.is_autocast_enabled("cpu") and torch.is_grad_enabled() and conv.weight.requires_grad):
         with torch.autocast("cpu", enabled=False):
-            return depthwise_conv_bn(conv, bn, x.float())
-    if bn.training or not bn.track_running_stats or bn.running_var is None or not FAST_PATHS["fold_bn"]:
-        return bn(conv(x))
-    scale = torch.rsqrt(bn.running_var + bn.eps)
-    if bn.weight is not None:
-        scale = scale * bn.weight
-    shift = -bn.running_mean * scale
-    if bn.bias is not None:
-        shift = shift + bn.bias
-    weight = conv.weight * scale.view(-1, 1, 1, 1)
-    bias = shift if conv.bias is None else shift + conv.bias * scale
-    return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+            return bn(conv(x.float()))
+    return bn(conv(x))
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, dropout_p: float = 0.0) -> torch.Tensor:
