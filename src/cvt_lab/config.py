@@ -172,6 +172,7 @@ class Config:
     mode: str = "train"  # train | eval
     seed: int = 0
     checkpoint: str | None = None  # weights to start from (train) or to evaluate (eval); any format
+    threads: int | None = None  # torch intra-op threads for this job; None: torch's default (every core)
     resume: str | None = None  # a Lightning checkpoint to resume; default: the run dir's last.ckpt
     experiment: Any = None  # set by experiment configs: table and row names (see conf/experiment/)
     scale: Any = None  # conf/scale/: cpu (default) or paper; experiments read their per-job budget from it

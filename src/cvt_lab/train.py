@@ -85,6 +85,8 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str], started: float | N
         log.info("already finished: %s (delete it to run again)", run_dir / RESULTS)
         return previous
 
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     image_size = cfg.recipe.image_size or cfg.model.img_size
     model = instantiate(cfg.model)
@@ -160,6 +162,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str], started: float | N
         "data": cfg.data.name,
         "recipe": cfg.recipe.name,
         "precision": str(cfg.trainer.precision),
+        "threads": torch.get_num_threads(),
         "checkpoint": cfg.checkpoint,
         "experiment": OmegaConf.to_container(cfg.experiment, resolve=True) if cfg.experiment is not None else None,
         "overrides": list(overrides),

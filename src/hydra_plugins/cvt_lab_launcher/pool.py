@@ -109,6 +109,8 @@ class PoolLauncher(Launcher):
                     with open_dict(sweep_config):
                         sweep_config.hydra.job.id = idx
                         sweep_config.hydra.job.num = idx
+                        if self.threads_per_job and "threads" in sweep_config:
+                            sweep_config.threads = self.threads_per_job  # the job's own setting (cvt_lab)
                     payload, ret_path = work / f"job{idx}.pkl", work / f"job{idx}.ret.pkl"
                     ret_path.unlink(missing_ok=True)
                     with open(payload, "wb") as f:
