@@ -252,13 +252,14 @@ def matmul_peak(device: str, precision: str, n: int, iters: int) -> float:
 
 def peak_tensor_bytes(step: Callable[[], None], live_before: int, device: str) -> int:
     """Peak bytes of live tensors during ``step``: ``live_before`` plus the highest running sum of the
-    allocations minus frees that ``torch.profiler`` records (CPU), or ``max_memory_allocated`` (CUDA)."""
-    if device == "cuda":
+    allocations minus frees that ``torch.profiler`` records (CPU), or of ``max_memory_allocated`` (CUDA)."""
+    if device == "cuda":  # the same quantity: what the step allocates on top of what was live before it
         torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
         step()
         torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated()
+        return live_before + torch.cuda.max_memory_allocated() - before
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
@@ -619,6 +620,19 @@ def bench_training_loop(overrides: list[str], threads: int, timeout: float = 180
     }
 
 
+def bench_digits_accuracy(threads: int) -> dict:
+    """The default digits run (``python -m cvt_lab``, every epoch) in fp32 and with bf16 autocast: does bf16
+    reach the same test accuracy, and how much faster is its step?"""
+    runs = {p: bench_training_loop([f"trainer.precision={flag}"], threads)
+            for p, flag in (("fp32", "32-true"), ("bf16", "bf16-mixed"))}
+    out: dict[str, Any] = {"runs": runs}
+    if all(r.get("available") and r.get("test_acc1") is not None for r in runs.values()):
+        out["test_acc1"] = {p: r["test_acc1"] for p, r in runs.items()}
+        out["bf16_minus_fp32_points"] = 100 * (runs["bf16"]["test_acc1"] - runs["fp32"]["test_acc1"])
+        out["step_speedup_bf16"] = ratio(runs["fp32"]["ms_per_step"], runs["bf16"]["ms_per_step"])
+    return out
+
+
 # ---------------------------------------------------------------------------------------------- targets
 
 
@@ -640,6 +654,9 @@ def check_targets(report: dict) -> list[dict]:
     if "ratio" in mem:
         add(f"peak training memory at batch {mem['batch']}, ours / theirs <= 1", mem["ratio"]["peak_mib"], 1.0,
             higher=False)
+    acc = report.get("digits_accuracy", {})
+    if "bf16_minus_fp32_points" in acc:
+        add("default digits run, bf16 test top-1 - fp32 test top-1 >= -1 point", acc["bf16_minus_fp32_points"], -1.0)
     if "numerics" in report:
         add("fp32 logits, max |optimized - plain| <= 1e-4", report["numerics"]["max_abs_diff_fp32"], 1e-4,
             higher=False)
@@ -727,6 +744,10 @@ def table(report: dict) -> str:
                          f"{tl['steps']} steps at {fmt(tl['ms_per_step'], '.0f')} ms")
         else:
             lines.append(f"training loop: skipped ({tl.get('note')})")
+    acc = report.get("digits_accuracy")
+    if acc and "test_acc1" in acc:
+        lines.append(f"default digits run: test top-1 fp32 {100 * acc['test_acc1']['fp32']:.2f}%, bf16 "
+                     f"{100 * acc['test_acc1']['bf16']:.2f}%; bf16 step x{fmt(acc['step_speedup_bf16'])} faster")
     if report.get("targets"):
         lines.append("")
         lines.append("targets:")
@@ -765,6 +786,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="skip the `python -m cvt_lab` start-up / data-wait run")
     p.add_argument("--training-loop-args", default="trainer.max_epochs=1",
                    help="overrides of that run (space-separated)")
+    p.add_argument("--no-accuracy", dest="accuracy", action="store_false",
+                   help="skip the default digits run in fp32 and bf16 (test accuracy of each)")
     p.add_argument("--quick", action="store_true", help="tiny model, batch and iterations (seconds; for tests)")
     p.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--model-args", default=None, help=argparse.SUPPRESS)
@@ -781,7 +804,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         o.threads = 1 if q else torch.get_num_threads()
     o.precisions = list(PRECISIONS) if o.precision == "both" else [o.precision]
     if q:  # subprocesses cost seconds each: --quick measures in this process only
-        o.rss, o.compile, o.training_loop = False, False, False
+        o.rss, o.compile, o.training_loop, o.accuracy = False, False, False, False
     return o
 
 
@@ -909,6 +932,9 @@ def main(argv: list[str] | None = None) -> int:
         report["training_loop"] = bench_training_loop(opts.training_loop_args.split(), opts.threads)
     elif not opts.quick:
         report["training_loop"] = {"available": False, "note": "skipped (--no-training-loop or not on CPU)"}
+    if opts.accuracy and opts.device == "cpu":
+        log("default digits run, fp32 and bf16 (python -m cvt_lab)")
+        report["digits_accuracy"] = bench_digits_accuracy(opts.threads)
 
     report["targets"] = check_targets(report)
     report["meta"]["load_average_end"] = load_average()
