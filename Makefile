@@ -27,8 +27,9 @@ run: $(STAMP)  ## the main job: train cvt_tiny on the bundled digits (CPU, offli
 test: $(STAMP)  ## the whole test suite
 	$(PY) -m pytest
 
-bench: $(STAMP)  ## performance benchmark vs transformers' CvT (writes experiments/bench/)
+bench: $(STAMP)  ## benchmarks: CvT-13 vs transformers' CvT, and the default run's accuracy/time (experiments/bench/)
 	$(PY) -m cvt_lab.bench --out experiments/bench/bench_cpu.json $(ARGS)
+	$(PY) benchmarks/default_run.py --out experiments/bench/default_run.json
 
 table2: $(STAMP)  ## Table 2/3/7 complexity: params and MACs beside the paper's
 	$(PY) -m cvt_lab.complexity --table2 experiments/reports/table2.md
