@@ -12,7 +12,7 @@ from torch import nn
 
 from cvt_lab import bench
 from cvt_lab.models import create_model
-from cvt_lab.models.cvt import FAST_PATHS, fast_paths
+from cvt_lab.models.cvt import FAST_PATHS, fast_paths, speed_levers
 
 pytest.importorskip("transformers")
 
@@ -179,12 +179,14 @@ def test_bf16_autocast_close_to_fp32():
 
 
 def test_fast_paths_switch():
-    before = dict(FAST_PATHS)
+    assert speed_levers() == FAST_PATHS and all(FAST_PATHS.values())
     with fast_paths(False) as flags:
         assert not any(flags.values())
         with fast_paths(silu_mlp=True):
-            assert FAST_PATHS["silu_mlp"] and not FAST_PATHS["fused_attention"]
-        assert not FAST_PATHS["silu_mlp"]
-    assert FAST_PATHS == before
+            assert speed_levers()["silu_mlp"] and not speed_levers()["fused_attention"]
+        assert not speed_levers()["silu_mlp"]
+    assert speed_levers() == FAST_PATHS
+    with pytest.raises(TypeError):
+        FAST_PATHS["silu_mlp"] = False  # the defaults are read-only: no global switch
     with pytest.raises(ValueError, match="unknown speed lever"):
         fast_paths(no_such_lever=True)

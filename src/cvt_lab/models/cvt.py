@@ -23,7 +23,9 @@ gives the plain formulation. Each one's measured effect is in docs/performance.m
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
+from types import MappingProxyType
 
 import torch
 import torch.nn.functional as F
@@ -38,54 +40,63 @@ ATTN_SCALES = ("dim", "head")
 # Speed levers, all on by default. Each keeps the numerics (fp32 logits within float rounding of the plain
 # formulation; checked by tests/test_bench.py) and can be switched off, one by one, to measure its effect
 # (the ``levers`` section of ``python -m cvt_lab.bench``) or all at once to get the plain formulation.
-FAST_PATHS: dict[str, bool] = {
+# The defaults are read-only; ``fast_paths`` switches levers for the code inside a ``with`` block only
+# (a context variable, like torch's own backend switches), so no setting leaks between callers or threads.
+FAST_PATHS: Mapping[str, bool] = MappingProxyType({
     "silu_mlp": True,  # QuickGELU as one SiLU kernel, its 1.702 scalings folded into the fc1 / fc2 GEMMs
     "fused_attention": True,  # scaled_dot_product_attention (flash) instead of matmul -> softmax -> matmul
     "lowp_cpu_attention": True,  # ...except bf16/fp16 on CPU, where the explicit form is faster
     "zero_copy_layout": True,  # tokens <-> maps as channels-last views, never a copy
     "fp32_strided_dwconv": True,  # CPU autocast: strided depthwise convs (k, v) with gradients run in fp32
     "inplace_inference": True,  # without autograd: activation and residual add in place (no new buffers)
-}
+})
+_LEVERS: ContextVar[Mapping[str, bool]] = ContextVar("cvt_lab_speed_levers", default=FAST_PATHS)
+
+
+def speed_levers() -> Mapping[str, bool]:
+    """The speed levers in force here (the defaults, unless inside ``with fast_paths(...)``)."""
+    return _LEVERS.get()
 
 
 class fast_paths:  # noqa: N801 - used like a function: ``with fast_paths(False): ...``
-    """Switch speed levers: ``fast_paths(False)`` turns them all off (the plain formulation), keyword arguments
-    set single levers, e.g. ``fast_paths(silu_mlp=False)``. Works as a context manager (restores on exit) or as a
-    plain call (a lasting change)."""
+    """Switch speed levers inside a ``with`` block: ``fast_paths(False)`` turns them all off (the plain
+    formulation), keyword arguments set single levers, e.g. ``fast_paths(silu_mlp=False)``."""
 
     def __init__(self, enabled: bool | None = None, **levers: bool):
         unknown = sorted(set(levers) - set(FAST_PATHS))
         if unknown:
             raise ValueError(f"CvT: unknown speed lever(s) {unknown}; valid ones are {', '.join(FAST_PATHS)}")
-        self._saved = dict(FAST_PATHS)
-        if enabled is not None:
-            FAST_PATHS.update(dict.fromkeys(FAST_PATHS, bool(enabled)))
-        FAST_PATHS.update({k: bool(v) for k, v in levers.items()})
+        self.enabled, self.levers = enabled, levers
+        self._token = None
 
-    def __enter__(self) -> dict[str, bool]:
-        return FAST_PATHS
+    def __enter__(self) -> Mapping[str, bool]:
+        current = dict(speed_levers())
+        if self.enabled is not None:
+            current = dict.fromkeys(current, bool(self.enabled))
+        current.update({k: bool(v) for k, v in self.levers.items()})
+        self._token = _LEVERS.set(MappingProxyType(current))
+        return speed_levers()
 
     def __exit__(self, *exc) -> None:
-        FAST_PATHS.clear()
-        FAST_PATHS.update(self._saved)
+        _LEVERS.reset(self._token)
 
 
 def _inplace_ok(x: torch.Tensor) -> bool:
     """Whether an op may overwrite ``x``, a fresh intermediate: only when autograd will not need it."""
-    return FAST_PATHS["inplace_inference"] and not (torch.is_grad_enabled() and x.requires_grad)
+    return speed_levers()["inplace_inference"] and not (torch.is_grad_enabled() and x.requires_grad)
 
 
 def tokens_to_map(tokens: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
     """(B, H*W, C) tokens -> (B, C, H, W) map; a channels-last view when ``tokens`` is contiguous."""
     b, _, c = tokens.shape
     x = tokens.reshape(b, hw[0], hw[1], c).permute(0, 3, 1, 2)
-    return x if FAST_PATHS["zero_copy_layout"] else x.contiguous()
+    return x if speed_levers()["zero_copy_layout"] else x.contiguous()
 
 
 def map_to_tokens(x: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) map -> (B, H*W, C) tokens; free for a channels-last map."""
     tokens = x.permute(0, 2, 3, 1).flatten(1, 2)
-    return tokens if FAST_PATHS["zero_copy_layout"] else tokens.contiguous()
+    return tokens if speed_levers()["zero_copy_layout"] else tokens.contiguous()
 
 
 def conv_out_size(size: int, kernel: int, stride: int, padding: int, ceil_mode: bool = False) -> int:
@@ -128,7 +139,7 @@ class Mlp(nn.Module):
         self.drop2 = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if isinstance(self.act, QuickGELU) and FAST_PATHS["silu_mlp"]:
+        if isinstance(self.act, QuickGELU) and speed_levers()["silu_mlp"]:
             a = QUICK_GELU_ALPHA
             bias = self.fc1.bias * a if self.fc1.bias is not None else None
             h = _scaled_linear(x, self.fc1.weight, bias, a)
@@ -166,7 +177,7 @@ def depthwise_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d, x: torch.Tensor) -> t
     needs gradients (k and v in training) runs in fp32: oneDNN's bf16 backward kernel for it is ~5x slower than
     fp32 on CPU, and its FLOPs are negligible either way. (Folding BatchNorm into the convolution for inference
     was measured too and dropped: no measurable gain, see docs/performance.md.)"""
-    if (FAST_PATHS["fp32_strided_dwconv"] and x.device.type == "cpu" and conv.stride != (1, 1)
+    if (speed_levers()["fp32_strided_dwconv"] and x.device.type == "cpu" and conv.stride != (1, 1)
             and torch.is_autocast_enabled("cpu") and torch.is_grad_enabled() and conv.weight.requires_grad):
         with torch.autocast("cpu", enabled=False):
             return bn(conv(x.float()))
@@ -180,8 +191,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, d
     kept for backward). bf16/fp16 on CPU: explicit matmul -> softmax -> matmul, which is ~1.3-3x faster there
     than the CPU flash kernel in reduced precision (measured in docs/performance.md).
     """
-    lowp_cpu = q.device.type == "cpu" and q.dtype != torch.float32 and FAST_PATHS["lowp_cpu_attention"]
-    if FAST_PATHS["fused_attention"] and not lowp_cpu:
+    lowp_cpu = q.device.type == "cpu" and q.dtype != torch.float32 and speed_levers()["lowp_cpu_attention"]
+    if speed_levers()["fused_attention"] and not lowp_cpu:
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=scale)
     probs = torch.matmul(q * scale, k.transpose(-2, -1)).softmax(dim=-1)
     if dropout_p > 0.0:
