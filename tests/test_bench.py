@@ -92,6 +92,16 @@ def test_table_prints_every_figure(report):
     text = bench.table(report)
     for needle in ("fp32 train images/s", "bf16 infer vs theirs fp32", "peak train memory", "levers", "targets:"):
         assert needle in text
+    # the sections only a full run has (subprocesses) print too
+    full = json.loads(json.dumps(report))
+    speed = {"train": 1.1, "infer": 1.2}
+    full["levers"]["malloc"] = {"malloc": "tuned", "speedup": {"ours": speed, "theirs": speed}, "note": "n"}
+    full["levers"]["compile"] = {"train_compile_s": 300.0, "train": {"speedup": 1.1}, "infer": {"speedup": 1.2}}
+    full["training_loop"] = {"available": False, "note": "CLI not available"}
+    full["digits_accuracy"] = {"test_acc1": {"fp32": 0.98, "bf16": 0.98}, "step_speedup_bf16": 1.5}
+    text = bench.table(full)
+    for needle in ("malloc tuned (ours, fp32)", "torch.compile (ours)", "CLI not available", "default digits run"):
+        assert needle in text
 
 
 # ------------------------------------------------------------------------------------------ numerics

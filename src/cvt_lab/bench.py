@@ -48,11 +48,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # the profiler (memory figure) is silent unless something fails
-
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch import nn  # noqa: E402
+import torch
+import torch.nn.functional as F
+from torch import nn
 
 PRECISIONS = ("fp32", "bf16")
 NAMES = ("ours", "theirs")
@@ -262,11 +260,25 @@ def peak_tensor_bytes(step: Callable[[], None], live_before: int, device: str) -
         return live_before + torch.cuda.max_memory_allocated() - before
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         step()
     events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
                     if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU)
     return live_before + max(itertools.accumulate((n for _, n in events), initial=0))
+
+
+@contextlib.contextmanager
+def quiet_stderr() -> Iterator[None]:
+    """Silence file descriptor 2 (the profiler's C++ start/stop lines) for the duration."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def tensor_bytes(tensors: Iterator[torch.Tensor]) -> int:
@@ -717,13 +729,13 @@ def table(report: dict) -> str:
         lines.append("")
         lines.append("levers (ours; speed-up of having the lever on):")
         for k, v in lev.items():
-            if isinstance(v, dict) and "speedup" in v:
+            if isinstance(v, dict) and "lever" in v:
                 lines.append(f"  {k:<34} {fmt(v['ms_per_step_off'], '.0f'):>8} -> {fmt(v['ms_per_step_on'], '.0f'):>6} ms"
                              f"  x{fmt(v['speedup'])}")
-            elif isinstance(v, dict) and "note" in v:
+            elif isinstance(v, dict) and "note" in v and "speedup" not in v:
                 lines.append(f"  {k:<34} {v['note']}")
         alloc = lev.get("malloc")
-        if alloc and "ours" in alloc:
+        if alloc and "speedup" in alloc:
             for n in NAMES:
                 lines.append(f"  malloc {alloc['malloc']} ({n}, fp32){'':<14} train x{fmt(alloc['speedup'][n]['train'])}"
                              f"  infer x{fmt(alloc['speedup'][n]['infer'])}")
@@ -852,7 +864,10 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     def log(msg: str) -> None:
+        """Progress on stderr; the report so far is saved at every step, so a failure late in a long run
+        keeps what was measured."""
         print(f"[bench {time.time() - started:6.0f}s] {msg}", file=sys.stderr, flush=True)
+        save(report, opts.out)
 
     log("matmul peak")
     n = 256 if opts.quick else (8192 if opts.device == "cuda" else 2048)
@@ -939,12 +954,19 @@ def main(argv: list[str] | None = None) -> int:
     report["targets"] = check_targets(report)
     report["meta"]["load_average_end"] = load_average()
     report["meta"]["bench_wall_s"] = time.time() - started
+    save(report, opts.out)
     print(table(report))
     if opts.out:
-        opts.out.parent.mkdir(parents=True, exist_ok=True)
-        opts.out.write_text(json.dumps(report, indent=1, default=float) + "\n")
         print(f"wrote {opts.out}")
     return 0
+
+
+def save(report: dict, out: Path | None) -> None:
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(report, indent=1, default=float) + "\n")
+        os.replace(tmp, out)
 
 
 if __name__ == "__main__":
