@@ -38,7 +38,6 @@ import json
 import math
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -198,6 +197,19 @@ CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 CLOCK = {"now": time.perf_counter}
 
 
+@contextlib.contextmanager
+def measuring(threads: int, clock: str) -> Iterator[None]:
+    """Temporarily time with ``threads`` intra-op threads and ``clock`` (see --clock)."""
+    saved = torch.get_num_threads(), CLOCK["now"]
+    torch.set_num_threads(threads)
+    CLOCK["now"] = CLOCKS[clock]
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved[0])
+        CLOCK["now"] = saved[1]
+
+
 def interleaved(fns: dict[str, Callable[[], None]], iters: int, warmup: int, device: str) -> dict[str, list[float]]:
     """Seconds per call of each function; rounds alternate the order so drift and load hit all alike."""
     times: dict[str, list[float]] = {k: [] for k in fns}
@@ -318,15 +330,19 @@ def memory_in_process(pair: Pair, batch_size: int, image_size: int, device: str,
     return out
 
 
-def _rss_bytes() -> int:
+def _proc_status_bytes(field: str) -> int | None:
+    """``VmRSS`` / ``VmHWM`` (peak RSS) of this process from /proc/self/status, in bytes (Linux)."""
     with contextlib.suppress(OSError, ValueError, IndexError):
-        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    return 0
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    return None
 
 
 def memory_child(opts: argparse.Namespace) -> dict:
     """Run in a fresh subprocess: build one model, then three training steps; report RSS before the first
-    step and the process's peak RSS (``ru_maxrss``)."""
+    step and the peak RSS during the steps (``VmHWM``, reset just before them; not ``ru_maxrss``, which
+    survives ``exec`` and so starts at the parent's RSS)."""
     set_malloc(opts.malloc)
     torch.set_num_threads(opts.threads)
     args = json.loads(opts.model_args)
@@ -336,26 +352,30 @@ def memory_child(opts: argparse.Namespace) -> dict:
     x, y = batch(opts.memory_batch, opts.image_size, args["num_classes"], "cpu")
     opt = make_optimizer(model, "cpu")
     step = train_step_fn(name, model, opt, x, y, "cpu", opts.child_precision)
-    rss0 = _rss_bytes()
+    rss0 = _proc_status_bytes("VmRSS")
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
     for _ in range(3):
         step()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    peak = _proc_status_bytes("VmHWM")
+    if rss0 is None or peak is None:
+        return {"note": "no /proc/self/status: peak RSS not measured"}
     return {"rss_before_mib": rss0 / MIB, "peak_rss_mib": peak / MIB, "peak_rss_growth_mib": (peak - rss0) / MIB}
 
 
 def child_cmd(opts: argparse.Namespace, model_args: dict, task: str, **extra: Any) -> list[str]:
-    cmd = [sys.executable, "-m", "cvt_lab.bench", "--_child", task, "--model-args", json.dumps(model_args),
-           "--threads", str(opts.threads), "--image-size", str(opts.image_size), "--memory-batch",
-           str(opts.memory_batch), "--batch", str(opts.batch), "--iters", str(opts.iters), "--warmup",
-           str(opts.warmup), "--clock", opts.clock]
-    for k, v in extra.items():
+    """``python -m cvt_lab.bench --_child TASK`` with this run's settings; ``extra`` overrides or adds flags."""
+    flags = {"threads": opts.threads, "image_size": opts.image_size, "memory_batch": opts.memory_batch,
+             "batch": opts.batch, "iters": opts.iters, "warmup": opts.warmup, "clock": opts.clock, **extra}
+    cmd = [sys.executable, "-m", "cvt_lab.bench", "--_child", task, "--model-args", json.dumps(model_args)]
+    for k, v in flags.items():
         cmd += [f"--{k.replace('_', '-')}", str(v)]
     return cmd
 
 
-def run_child(cmd: list[str], timeout: float = 3600) -> dict:
+def run_child(cmd: list[str], timeout: float = 3600, env: dict[str, str] | None = None) -> dict:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                          env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})})
     if proc.returncode != 0:
         raise RuntimeError(f"bench child failed ({' '.join(cmd[3:6])}): {proc.stderr.strip()[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -542,14 +562,16 @@ def compile_child(opts: argparse.Namespace) -> dict:
 # Runs ``python -m cvt_lab`` with a Lightning callback added to the Trainer (through a patch of
 # ``Trainer.__init__`` in this wrapper only) and a timer around every DataLoader ``next``: start-up is the
 # time from launching the process to the first training step, data wait the time spent fetching training
-# batches, step time the time from a step's start to its end (forward, backward, optimizer, logging hooks).
+# batches, step time the time from a step's start to its end (forward, backward, optimizer, logging hooks),
+# validation and test the time inside those loops (data included).
 _CLI_WRAPPER = r"""
 import json, os, sys, time, runpy
 LAUNCH = float(os.environ["CVT_BENCH_LAUNCH"]); OUT = os.environ["CVT_BENCH_TIMINGS"]
 import lightning.pytorch as pl
 import torch.utils.data.dataloader as dl
-stats = {"first_step_s": None, "steps": 0, "step_s": 0.0, "data_s": 0.0, "gap_s": 0.0, "epochs": 0}
-state = {"training": False, "t0": None, "last_end": None}
+stats = {"first_step_s": None, "steps": 0, "step_s": 0.0, "data_s": 0.0, "gap_s": 0.0, "epochs": 0,
+         "validation_s": 0.0, "test_s": 0.0}
+state = {"training": False, "t0": None, "last_end": None, "v0": None, "t_test": None}
 _next = dl._BaseDataLoaderIter.__next__
 def timed_next(self):
     t = time.perf_counter()
@@ -562,8 +584,14 @@ dl._BaseDataLoaderIter.__next__ = timed_next
 class Timer(pl.Callback):
     def on_train_epoch_start(self, *a):
         state["training"] = True; state["last_end"] = None; stats["epochs"] += 1
-    def on_validation_start(self, *a): state["training"] = False
-    def on_validation_end(self, *a): state["training"] = True
+    def on_validation_start(self, *a):
+        state["training"] = False; state["v0"] = time.perf_counter()
+    def on_validation_end(self, *a):
+        state["training"] = True; stats["validation_s"] += time.perf_counter() - state["v0"]
+    def on_test_start(self, *a): state["t_test"] = time.perf_counter()
+    def on_test_end(self, *a):
+        stats["test_s"] += time.perf_counter() - state["t_test"]
+        with open(OUT, "w") as f: json.dump(stats, f)
     def on_train_epoch_end(self, *a): state["training"] = False
     def on_train_batch_start(self, *a):
         now = time.perf_counter()
@@ -619,9 +647,15 @@ def bench_training_loop(overrides: list[str], threads: int, timeout: float = 180
         results_file = Path(tmp) / "run" / "results.json"
         results = json.loads(results_file.read_text()) if results_file.is_file() else {}
     loop = stats["step_s"] + stats["data_s"]
+    accounted = (stats["first_step_s"] or 0) + stats["step_s"] + stats["gap_s"] + stats["validation_s"] + stats["test_s"]
     return {
         "available": True, "overrides": overrides, "wall_s": wall, "startup_s": stats["first_step_s"],
-        "startup_fraction_of_wall": ratio(stats["first_step_s"], wall), "steps": stats["steps"],
+        "fraction_of_wall": {"startup": ratio(stats["first_step_s"], wall), "train_steps": ratio(stats["step_s"], wall),
+                             "between_steps_incl_data": ratio(stats["gap_s"], wall),
+                             "validation": ratio(stats["validation_s"], wall), "test": ratio(stats["test_s"], wall),
+                             "rest": ratio(wall - accounted, wall)},
+        "validation_s": stats["validation_s"], "test_s": stats["test_s"],
+        "steps": stats["steps"],
         "epochs": stats["epochs"], "step_s": stats["step_s"], "data_wait_s": stats["data_s"],
         "data_wait_fraction": ratio(stats["data_s"], loop),
         "between_steps_s": stats["gap_s"],
@@ -706,11 +740,22 @@ def table(report: dict) -> str:
         if "ratio_vs_theirs_fp32" in r:
             for mode, v in r["ratio_vs_theirs_fp32"].items():
                 lines.append(f"{p + ' ' + mode + ' vs theirs fp32':<34}{'':>12}{'':>12}{fmt(v):>13}")
+    st = report.get("throughput_steady")
+    if st:
+        parts = []
+        for p in PRECISIONS:
+            if p in st:
+                parts.append(f"{p} train {fmt(st[p]['ratio']['train']['images_per_s'])}, infer "
+                             f"{fmt(st[p]['ratio']['infer']['images_per_s'])}")
+            if p == "bf16" and "ratio_vs_theirs_fp32" in st.get(p, {}):
+                r = st[p]["ratio_vs_theirs_fp32"]
+                parts.append(f"bf16 vs theirs fp32 train {fmt(r['train'])}, infer {fmt(r['infer'])}")
+        lines.append(f"steady cross-check ({st['threads']} thread, {st['clock']} clock), ours/theirs: " + "; ".join(parts))
     mem = report.get("memory")
     if mem and "ours" in mem:
         lines.append(f"{'peak train memory MiB (b' + str(mem['batch']) + ')':<34}{fmt(mem['ours']['peak_mib'], '.0f'):>12}"
                      f"{fmt(mem['theirs']['peak_mib'], '.0f'):>12}{fmt(mem['ratio']['peak_mib']):>13}")
-        if "peak_rss_growth_mib" in mem["ours"]:
+        if "peak_rss_growth_mib" in mem["ours"] and "peak_rss_growth_mib" in mem["theirs"]:
             lines.append(f"{'  peak RSS growth MiB':<34}{fmt(mem['ours']['peak_rss_growth_mib'], '.0f'):>12}"
                          f"{fmt(mem['theirs']['peak_rss_growth_mib'], '.0f'):>12}"
                          f"{fmt(mem['ratio'].get('peak_rss_growth_mib')):>13}")
@@ -727,7 +772,9 @@ def table(report: dict) -> str:
     lev = report.get("levers", {})
     if lev:
         lines.append("")
-        lines.append("levers (ours; speed-up of having the lever on):")
+        cfg = report.get("levers_config", {})
+        lines.append(f"levers (ours, {cfg.get('threads', '?')} thread(s), {cfg.get('clock', '?')} clock; "
+                     f"speed-up of having the lever on):")
         for k, v in lev.items():
             if isinstance(v, dict) and "lever" in v:
                 lines.append(f"  {k:<34} {fmt(v['ms_per_step_off'], '.0f'):>8} -> {fmt(v['ms_per_step_on'], '.0f'):>6} ms"
@@ -754,6 +801,9 @@ def table(report: dict) -> str:
             lines.append(f"training loop ({' '.join(tl['overrides'])}): start-up {fmt(tl['startup_s'], '.1f')} s, "
                          f"data wait {fmt(100 * (tl['data_wait_fraction'] or 0), '.1f')}% of the loop, "
                          f"{tl['steps']} steps at {fmt(tl['ms_per_step'], '.0f')} ms")
+            fr = tl.get("fraction_of_wall")
+            if fr:
+                lines.append("  share of wall time: " + ", ".join(f"{k} {fmt(100 * (v or 0), '.0f')}%" for k, v in fr.items()))
         else:
             lines.append(f"training loop: skipped ({tl.get('note')})")
     acc = report.get("digits_accuracy")
@@ -792,6 +842,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--malloc", default="default", choices=("default", "tuned"),
                    help="glibc allocator setting of this process (see set_malloc)")
     p.add_argument("--no-levers", dest="levers", action="store_false", help="skip the per-lever measurements")
+    p.add_argument("--no-steady", dest="steady", action="store_false",
+                   help="skip the steady cross-check of the throughput (--steady-threads, CPU clock)")
+    p.add_argument("--steady-threads", type=int, default=1,
+                   help="threads of the levers and the steady cross-check on CPU (1: timed on CPU time)")
     p.add_argument("--compile", action="store_true", help="also measure torch.compile (minutes of compiling)")
     p.add_argument("--no-rss", dest="rss", action="store_false", help="skip the subprocess RSS memory figure")
     p.add_argument("--no-training-loop", dest="training_loop", action="store_false",
@@ -821,7 +875,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def model_args(opts: argparse.Namespace) -> dict[str, Any]:
-    if opts.quick and opts.model == "cvt_tiny":
+    if opts.model == "cvt_tiny":
         # transformers takes each stage's drop-path rate as rates[stage] of that stage's blocks, so stage i
         # needs more than i blocks
         args = preset_args("cvt_tiny", depths=[1, 2, 3], num_classes=10)
@@ -905,8 +959,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in NAMES:
             mem[name].update(run_child(child_cmd(opts, args, "memory", child_name=name, child_precision=mem_precision,
                                                  malloc=opts.malloc)))
-        mem["ratio"]["peak_rss_growth_mib"] = ratio(mem["ours"]["peak_rss_growth_mib"],
-                                                    mem["theirs"]["peak_rss_growth_mib"])
+        mem["ratio"]["peak_rss_growth_mib"] = ratio(mem["ours"].get("peak_rss_growth_mib"),
+                                                    mem["theirs"].get("peak_rss_growth_mib"))
     report["memory"] = mem
 
     log("numerics")
@@ -916,31 +970,53 @@ def main(argv: list[str] | None = None) -> int:
     res_iters, res_warmup = (iters, warmup) if opts.quick else (max(3, iters // 2), 1)
     report["resolution"] = bench_resolution(pair, opts, opts.precisions[0], res_iters, res_warmup)
 
+    # Small effects need steady clocks: on CPU the levers (and the steady cross-check) are timed with
+    # --steady-threads (default 1) on CPU time, which other processes on a shared machine barely disturb.
+    steady = {"threads": opts.steady_threads, "clock": "cpu" if opts.steady_threads == 1 else "wall"}
+    if opts.device != "cpu":
+        steady = {"threads": opts.threads, "clock": "wall"}
+    lev_iters = iters if opts.quick else max(5, iters // 2 + 1)
+    if opts.steady and opts.device == "cpu":
+        log(f"steady cross-check: {steady['threads']} thread(s), {steady['clock']} clock")
+        with measuring(**steady):
+            st = {}
+            for p in opts.precisions:
+                res = bench_throughput(pair, opts, p, opts.image_size, lev_iters, 1)
+                res["ratio"] = ratios(res, ("images_per_s",))
+                st[p] = res
+            if "bf16" in st and "fp32" in st:
+                st["bf16"]["ratio_vs_theirs_fp32"] = {m: ratio(st["bf16"]["ours"][m]["images_per_s"],
+                                                               st["fp32"]["theirs"][m]["images_per_s"])
+                                                      for m in ("train", "infer")}
+        report["throughput_steady"] = {**steady, "iters": lev_iters, **st}
     if opts.levers:
-        log("levers")
-        lev_iters = max(3, iters // 2)
-        report["levers"] = bench_levers(pair, opts, lev_iters, 1)
+        log(f"levers: {steady['threads']} thread(s), {steady['clock']} clock")
+        with measuring(**steady):
+            report["levers"] = bench_levers(pair, opts, lev_iters, 1)
+        report["levers_config"] = {**steady, "iters": lev_iters, "batch": opts.batch, "image_size": opts.image_size}
         if opts.device == "cpu" and not opts.quick:
-            other = "tuned" if opts.malloc == "default" else "default"
-            log(f"malloc {other} (subprocess)")
+            log("malloc default vs tuned (two subprocesses)")
             try:
-                alt = run_child(child_cmd(opts, args, "throughput", malloc=other, child_precision="fp32"))
-                here = report["throughput"].get("fp32") or bench_throughput(pair, opts, "fp32", opts.image_size,
-                                                                            iters, warmup)
-                tuned, default = (alt, here) if other == "tuned" else (here, alt)
-                alt["speedup"] = {n: {m: ratio(tuned[n][m]["images_per_s"], default[n][m]["images_per_s"])
-                                      for m in ("train", "infer")} for n in NAMES}
-                alt["note"] = "speedup = images/s with malloc tuned / with malloc default (fp32, both models)"
-                report["levers"]["malloc"] = alt
+                runs = {m: run_child(child_cmd(opts, args, "throughput", malloc=m, child_precision="fp32",
+                                               iters=lev_iters, warmup=1, **steady)) for m in ("default", "tuned")}
+                report["levers"]["malloc"] = {
+                    "malloc": "tuned", "runs": runs, **steady,
+                    "speedup": {n: {m: ratio(runs["tuned"][n][m]["images_per_s"], runs["default"][n][m]["images_per_s"])
+                                    for m in ("train", "infer")} for n in NAMES},
+                    "note": "speedup = images/s with malloc tuned / with malloc default (fp32), per model"}
             except (RuntimeError, subprocess.TimeoutExpired) as e:
                 report["levers"]["malloc"] = {"note": str(e)}
     if opts.compile:
-        log("torch.compile (subprocess)")
-        try:
-            report.setdefault("levers", {})["compile"] = run_child(
-                child_cmd(opts, args, "compile", malloc=opts.malloc, child_precision=opts.precisions[0]), timeout=7200)
-        except (RuntimeError, subprocess.TimeoutExpired) as e:
-            report.setdefault("levers", {})["compile"] = {"note": str(e)}
+        log("torch.compile (subprocess, empty inductor cache)")
+        with tempfile.TemporaryDirectory() as cache:
+            try:
+                report.setdefault("levers", {})["compile"] = run_child(
+                    child_cmd(opts, args, "compile", malloc=opts.malloc, child_precision=opts.precisions[0],
+                              iters=lev_iters, warmup=1, **steady),
+                    timeout=7200, env={"TORCHINDUCTOR_CACHE_DIR": cache})
+                report["levers"]["compile"].update(steady)
+            except (RuntimeError, subprocess.TimeoutExpired) as e:
+                report.setdefault("levers", {})["compile"] = {"note": str(e)}
 
     if opts.training_loop and opts.device == "cpu":
         log("training loop (python -m cvt_lab)")
