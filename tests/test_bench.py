@@ -86,6 +86,12 @@ def test_memory_resolution_levers_targets(report):
     assert close(fp32_train["value"], report["throughput"]["fp32"]["ratio"]["train"]["images_per_s"])
     for t in report["targets"]:
         assert t["met"] == (t["value"] >= t["threshold"] if "<=" not in t["target"] else t["value"] <= t["threshold"])
+    # each throughput target carries its ceiling: the measured matmul peak over theirs' fp32 GFLOP/s
+    theirs_fp32 = report["throughput"]["fp32"]["theirs"]
+    bf16_infer = next(t for name, t in targets.items() if name.startswith("bf16 inference"))
+    assert close(bf16_infer["ceiling"], report["matmul_peak_gflops"]["bf16"] / theirs_fp32["infer"]["gflops"])
+    assert close(fp32_train["ceiling"], report["matmul_peak_gflops"]["fp32"] / theirs_fp32["train"]["gflops"])
+    assert fp32_train["reachable"] == (fp32_train["ceiling"] >= 1.4)
 
 
 def test_table_prints_every_figure(report):
@@ -96,11 +102,12 @@ def test_table_prints_every_figure(report):
     full = json.loads(json.dumps(report))
     speed = {"train": 1.1, "infer": 1.2}
     full["levers"]["malloc"] = {"malloc": "tuned", "speedup": {"ours": speed, "theirs": speed}, "note": "n"}
-    full["levers"]["compile"] = {"train_compile_s": 300.0, "train": {"speedup": 1.1}, "infer": {"speedup": 1.2}}
+    full["levers"]["compile"] = {"fp32": {"train_compile_s": 300.0, "train": {"speedup": 1.1},
+                                          "infer": {"speedup": 1.2}}}
     full["training_loop"] = {"available": False, "note": "CLI not available"}
     full["digits_accuracy"] = {"test_acc1": {"fp32": 0.98, "bf16": 0.98}, "step_speedup_bf16": 1.5}
     text = bench.table(full)
-    for needle in ("malloc tuned (ours, fp32)", "torch.compile (ours)", "CLI not available", "default digits run"):
+    for needle in ("malloc tuned (ours, fp32)", "torch.compile (ours, fp32)", "CLI not available", "default digits run"):
         assert needle in text
 
 
