@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import sys
@@ -194,3 +195,18 @@ def test_installed_console_script_runs(tmp_path):
     assert script.is_file()
     proc = subprocess.run([str(script), "--help"], capture_output=True, text=True, env=cli_env(), cwd=tmp_path)
     assert proc.returncode == 0 and "cvt13, cvt21" in proc.stdout
+
+
+@pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
+                    reason="torch.compile's CPU backend (inductor) needs a C++ compiler")
+def test_compiled_model_trains_and_its_checkpoint_loads_into_a_plain_model(tmp_path):
+    """``model.compile=true`` trains and evaluates under torch.compile; the checkpoint it writes (keys under
+    ``_orig_mod.``) loads into an uncompiled model, and gives the run's test accuracy back."""
+    run_cli(*QUICK, "model.compile=true", run_dir=tmp_path, timeout=900)
+    results = read_results(tmp_path)
+    assert results["status"] == "finished" and results["epochs"] == 1
+
+    evaluated = tmp_path / "eval"
+    run_cli("mode=eval", f"checkpoint={tmp_path / 'checkpoints' / 'last.ckpt'}", "trainer.enable_progress_bar=false",
+            run_dir=evaluated)
+    assert read_results(evaluated)["test/acc1"] == pytest.approx(results["test/acc1"], abs=1e-6)

@@ -365,7 +365,7 @@ def memory_child(opts: argparse.Namespace) -> dict:
 
 def child_cmd(opts: argparse.Namespace, model_args: dict, task: str, **extra: Any) -> list[str]:
     """``python -m cvt_lab.bench --_child TASK`` with this run's settings; ``extra`` overrides or adds flags."""
-    flags = {"threads": opts.threads, "image_size": opts.image_size, "memory_batch": opts.memory_batch,
+    flags = {"device": opts.device, "threads": opts.threads, "image_size": opts.image_size, "memory_batch": opts.memory_batch,
              "batch": opts.batch, "iters": opts.iters, "warmup": opts.warmup, "clock": opts.clock, **extra}
     cmd = [sys.executable, "-m", "cvt_lab.bench", "--_child", task, "--model-args", json.dumps(model_args)]
     for k, v in flags.items():
@@ -479,7 +479,6 @@ LEVER_SCOPE = {
     "lowp_cpu_attention": (("bf16",), ("train", "infer")),
     "zero_copy_layout": (("fp32",), ("train", "infer")),
     "fp32_strided_dwconv": (("bf16",), ("train",)),
-    "inplace_inference": (("fp32",), ("infer",)),
 }
 
 
@@ -537,9 +536,10 @@ def compile_child(opts: argparse.Namespace) -> dict:
     torch.set_num_threads(opts.threads)
     args = json.loads(opts.model_args)
     torch.manual_seed(0)
-    eager = CvT(**args)
+    dev = opts.device
+    eager = CvT(**args).to(dev)
     compiled = torch.compile(eager)
-    x, y = batch(opts.batch, opts.image_size, args["num_classes"], "cpu")
+    x, y = batch(opts.batch, opts.image_size, args["num_classes"], dev)
     out: dict[str, Any] = {}
     for precision in opts.child_precision.split(","):  # autocast is part of the traced graph: one compile each
         res = out[precision] = {}
@@ -547,13 +547,14 @@ def compile_child(opts: argparse.Namespace) -> dict:
             fns = {}
             for name, m in (("eager", eager), ("compiled", compiled)):
                 if mode == "train":
-                    fns[name] = train_step_fn("ours", m, make_optimizer(eager, "cpu"), x, y, "cpu", precision)
+                    fns[name] = train_step_fn("ours", m, make_optimizer(eager, dev), x, y, dev, precision)
                 else:
-                    fns[name] = infer_fn("ours", m, x, "cpu", precision)
+                    fns[name] = infer_fn("ours", m, x, dev, precision)
             t0 = time.perf_counter()
             fns["compiled"]()
+            sync(dev)
             res[f"{mode}_compile_s"] = time.perf_counter() - t0
-            t = interleaved(fns, opts.iters, opts.warmup, "cpu")
+            t = interleaved(fns, opts.iters, opts.warmup, dev)
             res[mode] = {k: summarize(v, opts.batch) for k, v in t.items()}
             res[mode]["speedup"] = ratio(res[mode]["compiled"]["images_per_s"], res[mode]["eager"]["images_per_s"])
     return out

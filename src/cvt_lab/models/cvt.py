@@ -16,7 +16,7 @@ to ``(B, C, H, W)``: that is a channels-last tensor over the same memory, so the
 convolutions read the tokens without a copy.
 
 Speed: the levers in ``FAST_PATHS`` (SiLU-form QuickGELU folded into the MLP GEMMs, fused attention,
-zero-copy layouts, CPU bf16 paths, in-place inference) change how, not what, is computed; ``fast_paths(False)``
+zero-copy layouts, CPU bf16 paths) change how, not what, is computed; ``fast_paths(False)``
 gives the plain formulation. Each one's measured effect is in docs/performance.md (``python -m cvt_lab.bench``).
 """
 
@@ -48,7 +48,6 @@ FAST_PATHS: Mapping[str, bool] = MappingProxyType({
     "lowp_cpu_attention": True,  # ...except bf16/fp16 on CPU, where the explicit form is faster
     "zero_copy_layout": True,  # tokens <-> maps as channels-last views, never a copy
     "fp32_strided_dwconv": True,  # CPU autocast: strided depthwise convs (k, v) with gradients run in fp32
-    "inplace_inference": True,  # without autograd: activation and residual add in place (no new buffers)
 })
 _LEVERS: ContextVar[Mapping[str, bool]] = ContextVar("cvt_lab_speed_levers", default=FAST_PATHS)
 
@@ -79,11 +78,6 @@ class fast_paths:  # noqa: N801 - used like a function: ``with fast_paths(False)
 
     def __exit__(self, *exc) -> None:
         _LEVERS.reset(self._token)
-
-
-def _inplace_ok(x: torch.Tensor) -> bool:
-    """Whether an op may overwrite ``x``, a fresh intermediate: only when autograd will not need it."""
-    return speed_levers()["inplace_inference"] and not (torch.is_grad_enabled() and x.requires_grad)
 
 
 def tokens_to_map(tokens: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
@@ -143,7 +137,7 @@ class Mlp(nn.Module):
             a = QUICK_GELU_ALPHA
             bias = self.fc1.bias * a if self.fc1.bias is not None else None
             h = _scaled_linear(x, self.fc1.weight, bias, a)
-            h = F.silu(h, inplace=_inplace_ok(h))
+            h = F.silu(h)
             return self.drop2(_scaled_linear(self.drop1(h), self.fc2.weight, self.fc2.bias, 1.0 / a))
         return self.drop2(self.fc2(self.norm(self.drop1(self.act(self.fc1(x))))))
 
@@ -272,8 +266,6 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         x = x + self.drop_path(self.attn(self.norm1(x), hw))
-        if _inplace_ok(x):  # x is this block's own sum: adding into it saves a token-sized buffer
-            return x.add_(self.drop_path(self.mlp(self.norm2(x))))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
