@@ -105,9 +105,12 @@ def test_table_prints_every_figure(report):
     full["levers"]["compile"] = {"fp32": {"train_compile_s": 300.0, "train": {"speedup": 1.1},
                                           "infer": {"speedup": 1.2}}}
     full["training_loop"] = {"available": False, "note": "CLI not available"}
-    full["digits_accuracy"] = {"test_acc1": {"fp32": 0.98, "bf16": 0.98}, "step_speedup_bf16": 1.5}
+    full["digits_accuracy"] = {"test_acc1": {"fp32": 0.98, "bf16": 0.98}, "step_speedup_bf16": 1.5,
+                               "runs": {"fp32": {"wall_s": 60.0, "startup_s": 6.0, "data_wait_fraction": 0.01,
+                                                 "fraction_of_wall": {"startup": 0.1, "train_steps": 0.75}}}}
     text = bench.table(full)
-    for needle in ("malloc tuned (ours, fp32)", "torch.compile (ours, fp32)", "CLI not available", "default digits run"):
+    for needle in ("malloc tuned (ours, fp32)", "torch.compile (ours, fp32)", "CLI not available", "default digits run",
+                   "startup 10%, train_steps 75%"):
         assert needle in text
 
 
