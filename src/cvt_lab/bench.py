@@ -376,8 +376,9 @@ def memory_child(opts: argparse.Namespace) -> dict:
 
 def child_cmd(opts: argparse.Namespace, model_args: dict, task: str, **extra: Any) -> list[str]:
     """``python -m cvt_lab.bench --_child TASK`` with this run's settings; ``extra`` overrides or adds flags."""
-    flags = {"device": opts.device, "threads": opts.threads, "image_size": opts.image_size, "memory_batch": opts.memory_batch,
-             "batch": opts.batch, "iters": opts.iters, "warmup": opts.warmup, "clock": opts.clock, **extra}
+    flags = {"device": opts.device, "threads": opts.threads, "image_size": opts.image_size,
+             "memory_batch": opts.memory_batch, "batch": opts.batch, "iters": opts.iters, "warmup": opts.warmup,
+             "clock": opts.clock, **extra}
     cmd = [sys.executable, "-m", "cvt_lab.bench", "--_child", task, "--model-args", json.dumps(model_args)]
     for k, v in flags.items():
         cmd += [f"--{k.replace('_', '-')}", str(v)]
