@@ -4,6 +4,8 @@ PYTHON_SYS ?= python3.11
 VENV       := .venv
 PY         := $(VENV)/bin/python
 STAMP      := $(VENV)/.installed
+# The torch the suite is tested with (pyproject.toml states the range users may have).
+TORCH_PIN  ?= torch==2.14.1 torchvision==0.29.1
 SCALE      ?= cpu
 EXP        ?= ablation_pos_embed
 ARGS       ?=
@@ -16,7 +18,7 @@ help:  ## list the targets
 $(STAMP): pyproject.toml
 	$(PYTHON_SYS) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test]' $(TORCH_PIN)
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install the project (editable) with test extras
