@@ -87,12 +87,25 @@ def test_main_overrides(capsys):
 
 def test_table2_file(tmp_path, capsys, monkeypatch):
     from cvt_lab import complexity
+    from cvt_lab.report import paper
 
-    rows = [row for row in complexity.PAPER_COMPLEXITY if row[0] in ("CvT-13 (Table 2)", "DeiT-S (Table 3/5)")]
-    monkeypatch.setattr(complexity, "PAPER_COMPLEXITY", rows)  # two rows: the table's values are tested above
+    claims = [c for c in paper.complexity_claims() if c.label.startswith(("CvT-13 (Table 2)", "DeiT-S"))]
+    monkeypatch.setattr(paper, "complexity_claims", lambda: claims)  # two rows: the table's values are tested above
     out = tmp_path / "reports" / "table2.md"
     assert main(["--table2", str(out)]) == 0
     lines = out.read_text().splitlines()
     assert "| CvT-13 (Table 2) | 224 | 19.98M | 19.997M | +0.09% | 4.53 | 4.566 | +0.80% |" in lines
     assert sum(line.startswith("| DeiT-S") for line in lines) == 1
     assert f"wrote {out}" in capsys.readouterr().out
+    assert complexity.table2_markdown(claims) == out.read_text()
+
+
+def test_paper_claims_come_from_paper_tables():
+    """Table 2's rows and the rows of Tables 3 and 7 with params and GMACs: one list, read from the YAML."""
+    from cvt_lab.report.paper import complexity_claims
+
+    claims = {c.label: c for c in complexity_claims()}
+    assert [c.params for c in claims.values()][:3] == [19.98, 31.54, 276.7]
+    stride1 = next(c for label, c in claims.items() if "k/v stride 1" in label)
+    assert stride1.gmacs == 6.55 and dict(stride1.config.overrides) == {"kv_stride": (1, 1, 1)}
+    assert {c.config.size for c in claims.values()} == {224, 384} and len(claims) == 8

@@ -66,7 +66,7 @@ def test_paper_configuration_matches_the_papers_columns(table):
     params to 0.1M or whole millions; its FLOPs leave out part of the attention, hence 2% on MACs)."""
     spec = load_paper_tables()[table]
     for row in spec["rows"]:
-        params, gmacs = paper_config_size(spec, row, spec["axis"])
+        params, gmacs = paper_config_size(spec, row)
         if "params" in row:
             tol = 0.5 if float(row["params"]).is_integer() else 0.15
             assert abs(params - row["params"]) <= tol, (row, params)
@@ -78,14 +78,12 @@ def test_every_paper_row_is_an_option_of_its_group():
     from cvt_lab.paths import config_dir
 
     for name, spec in load_paper_tables().items():
-        exp = (config_dir() / "experiment" / f"{spec['experiment']}.yaml").read_text()
         for row in spec["rows"]:
-            if "size" in row:  # Tables 3, 4: a model (x a dataset) at a size, each an option of its group
+            if "size" in row:  # Tables 2, 3, 4: a model (x a dataset) at a size, each an option of its group
                 assert (config_dir() / "model" / f"{row['preset']}.yaml").is_file(), (name, row)
                 assert not row.get("data") or (config_dir() / "data" / f"{row['data']}.yaml").is_file(), (name, row)
-                continue
-            assert (config_dir() / spec["axis"] / f"{row['option']}.yaml").is_file(), (name, row)
-            assert row["option"] in exp, (name, row)
+            else:
+                assert (config_dir() / spec["axis"] / f"{row['option']}.yaml").is_file(), (name, row)
 
 
 # ------------------------------------------------------------------------------- Tables 3 and 4 (models)
@@ -155,7 +153,7 @@ def test_table3_params_and_macs_at_the_papers_configuration(tmp_path, option, pa
     spec = load_paper_tables()["table3"]
     row = next(r for r in spec["rows"] if r["option"] == option)
     assert row["params"] == params and row["gmacs"] == gmacs  # the paper's columns, as printed
-    ours_params, ours_gmacs = paper_config_size(spec, row, spec["axis"])
+    ours_params, ours_gmacs = paper_config_size(spec, row)
     assert abs(ours_params - params) <= 0.5, (option, ours_params)
     assert ours_gmacs == pytest.approx(gmacs, rel=rel), (option, ours_gmacs)
 
@@ -198,3 +196,194 @@ def test_table4_report_paper_scale_rows_by_model_and_dataset(tmp_path):
     assert rows["cvt13/cifar10"]["status"] == "ok" and float(rows["cvt13/cifar10"]["ours_top1_mean"]) == pytest.approx(98.5)
     assert "failed seed 0: no dataset" in rows["cvt13/pets"]["status"]
     assert rows["cvt21/cifar10"]["status"] == "missing seeds [0]"
+
+
+# ------------------------------------------------------------------------------- one place for the paper's facts
+
+
+def sweeper_params(experiment: str) -> dict[str, str]:
+    from omegaconf import OmegaConf
+
+    from cvt_lab.paths import config_dir
+
+    cfg = OmegaConf.load(config_dir() / "experiment" / f"{experiment}.yaml")
+    return OmegaConf.to_container(cfg.hydra.sweeper.params, resolve=False)
+
+
+def scale_block(scale: str) -> dict:
+    from omegaconf import OmegaConf
+
+    from cvt_lab.paths import config_dir
+
+    return OmegaConf.to_container(OmegaConf.load(config_dir() / "scale" / f"{scale}.yaml").scale, resolve=False)
+
+
+def csv_values(text: str) -> list[str]:
+    return [v.strip() for v in str(text).split(",")]
+
+
+def test_each_table_is_run_by_one_experiment():
+    tables = load_paper_tables()
+    assert {t for t, spec in tables.items() if "experiment" in spec} == {f"table{i}" for i in range(3, 9)}
+    assert "experiment" not in tables["table2"]  # counted, not trained
+
+
+@pytest.mark.parametrize("table", ["table5", "table6", "table7", "table8"])
+def test_ablation_sweeps_run_the_papers_rows(table):
+    """The sweeper's rows (Hydra needs them in the experiment config) are the paper's, in its order."""
+    spec = load_paper_tables()[table]
+    params = sweeper_params(spec["experiment"])
+    assert csv_values(params[spec["axis"]]) == [r["option"] for r in spec["rows"]]
+    assert spec["reference"] in csv_values(params[spec["axis"]])
+    assert spec["row_keys"] == ["model"]
+
+
+def test_table3_scales_run_the_papers_rows_or_their_stand_ins():
+    spec = load_paper_tables()["table3"]
+    for scale in ("cpu", "paper"):
+        block = scale_block(scale)["imagenet"]
+        swept = {f"{m}@{s}" for m in csv_values(block["models"]) for s in csv_values(block["sweep_sizes"])}
+        stand_ins = (spec["scales"].get(scale) or {}).get("stand_ins")
+        expected = set(stand_ins.values()) if stand_ins else {r["option"] for r in spec["rows"] if r.get("sweep", True)}
+        assert swept == expected, scale
+    assert spec["row_keys"] == ["model", "recipe.image_size"]
+
+
+def test_table4_scales_run_the_papers_datasets():
+    spec = load_paper_tables()["table4"]
+    assert csv_values(scale_block("paper")["transfer"]["datasets"]) == list(dict.fromkeys(r["data"] for r in spec["rows"]))
+    assert csv_values(scale_block("cpu")["transfer"]["datasets"]) == [r["data"] for r in spec["scales"]["cpu"]["extra_rows"]]
+    assert spec["row_keys"] == ["checkpoint", "data", "model"]
+
+
+def test_docs_paper_prints_the_tables_of_paper_tables_yaml():
+    from cvt_lab.report.paper import paper_tables_markdown
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "paper.md").read_text()
+    assert paper_tables_markdown() in doc, "regenerate docs/paper.md's tables: see the comment above them"
+
+
+# ------------------------------------------------------------------------------- honest grouping (issue 10, case 6)
+
+
+def write_record(sweep: Path, name: str, option: str, seed: int, acc: float | None, *, table: str = "table7",
+                 axis: str = "model/kv_stride", identity: bool = True, error: str | None = None, **config) -> None:
+    """A job's results.json as training writes it, with its run identity (``identity=False``: an older
+    record, overrides only). ``config``: dotted keys beyond the row and the seed (``recipe.epochs=2``)."""
+    import hashlib
+
+    d = sweep / name
+    d.mkdir(parents=True)
+    keys = {"model.kv_stride": option, "recipe.epochs": 1, "recipe.optimizer.lr": 5e-4, **config, "seed": seed}
+    r = {"status": "failed" if error else "finished", "error": error, "test/acc1": acc, "seed": seed,
+         "model": "cvt_tiny", "params": 570058, "experiment": {"table": table, "axis": axis, "row": option},
+         "overrides": [f"{axis}={option}", f"seed={seed}", *(f"{k}={v}" for k, v in config.items())]}
+    if identity:
+        r["identity_config"] = keys
+        r["identity"] = hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()
+    (d / "results.json").write_text(json.dumps(r))
+
+
+def full_table(sweep: Path, prefix: str = "", seeds=(0, 1, 2), **config) -> None:
+    for seed in seeds:
+        for option, acc in (("stride1", 0.9), ("stride2", 0.8)):
+            write_record(sweep, f"{prefix}{option},seed={seed}", option, seed, acc + seed / 100, **config)
+
+
+def sections_of(paths) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for r in csv.DictReader(paths["csv"].open()):
+        out.setdefault(r["setting"], []).append(r)
+    return out
+
+
+def test_jobs_of_other_epochs_make_a_table_of_their_own(tmp_path):
+    sweep = tmp_path / "table7_cpu"
+    full_table(sweep, "e1/")
+    full_table(sweep, "e2/", seeds=(0,), **{"recipe.epochs": 2})
+    paths = report(sweep, tmp_path / "out")
+    sections = sections_of(paths)
+    assert set(sections) == {"recipe.epochs=1", "recipe.epochs=2"}
+    assert [r["n"] for r in sections["recipe.epochs=1"]] == ["3", "3"]
+    assert [r["n"] for r in sections["recipe.epochs=2"]] == ["1", "1"]
+    md = paths["md"].read_text()
+    assert "## Setting 1 of 2: recipe.epochs=1" in md and "## Setting 2 of 2: recipe.epochs=2" in md
+    assert "6 jobs used (6 finished), seeds [0, 1, 2]." in md and "2 jobs used (2 finished), seeds [0]." in md
+    assert "Failed or missing: none." in md.split("## Setting 2")[1]  # its seeds are its own, not the sweep's
+
+
+def test_an_extra_swept_axis_is_never_collapsed(tmp_path):
+    sweep = tmp_path / "table7_cpu"
+    full_table(sweep, "lr1/", **{"recipe.optimizer.lr": 1e-3})
+    full_table(sweep, "lr2/", **{"recipe.optimizer.lr": 5e-4})
+    sections = sections_of(report(sweep, tmp_path / "out"))
+    assert set(sections) == {"recipe.optimizer.lr=0.001", "recipe.optimizer.lr=0.0005"}
+    assert all(r["n"] == "3" for rows in sections.values() for r in rows)
+
+
+def test_rows_that_differ_beyond_their_option_are_not_compared(tmp_path):
+    """Row a at 1 epoch, row b at 2: the table would compare epochs, not strides."""
+    sweep = tmp_path / "table7_cpu"
+    write_record(sweep, "a", "stride1", 0, 0.9)
+    write_record(sweep, "b", "stride2", 0, 0.8, **{"recipe.epochs": 2})
+    sections = sections_of(report(sweep, tmp_path / "out"))
+    assert set(sections) == {"recipe.epochs=1", "recipe.epochs=2"}
+    assert {r["option"]: r["n"] for r in sections["recipe.epochs=1"]} == {"stride1": "1", "stride2": "0"}
+
+
+def test_a_row_key_that_differs_within_a_row_splits(tmp_path):
+    sweep = tmp_path / "table7_cpu"
+    full_table(sweep, seeds=(0,))
+    write_record(sweep, "wide", "stride1", 0, 0.95, **{"model.dims": [16, 32, 64]})
+    sections = sections_of(report(sweep, tmp_path / "out"))
+    assert set(sections) == {"model.dims=(not set)", "model.dims=[16, 32, 64]"}
+
+
+def test_duplicates_are_reported_and_counted_once(tmp_path):
+    sweep = tmp_path / "table7_cpu"
+    full_table(sweep, "a/")
+    write_record(sweep, "b/again", "stride1", 0, 0.5)  # the same identity as a/stride1,seed=0
+    paths = report(sweep, tmp_path / "out")
+    rows = rows_of(paths)
+    assert rows["stride1"]["n"] == "3" and float(rows["stride1"]["ours_top1_mean"]) == pytest.approx(91.0)
+    md = paths["md"].read_text()
+    assert "Duplicates" in md and "row stride1 seed 0: `b/again` (finished, 50.00) beside the used `a/stride1,seed=0`" in md
+
+
+def test_header_seeds_and_counts_come_from_the_jobs(tmp_path):
+    sweep = tmp_path / "table7_cpu"
+    full_table(sweep)
+    (sweep / "multirun.yaml").write_text("experiment: {table: table7}\nscale: {name: cpu}\n"
+                                         "hydra: {overrides: {task: [experiment=ablation_kv_stride, seed=0]}}\n")
+    md = report(sweep, tmp_path / "out")["md"].read_text()
+    assert "6 jobs used (6 finished), seeds [0, 1, 2]." in md and "seeds [0]" not in md
+    assert sum(line.startswith("| `stride") for line in md.splitlines()) == 6  # every job used, with its identity
+    assert "python -m cvt_lab experiment=ablation_kv_stride seed=0 -m" in md  # the last command, said as such
+
+
+def test_records_without_identity_are_grouped_by_overrides(tmp_path):
+    sweep = tmp_path / "table7_cpu"
+    full_table(sweep, "old1/", identity=False, **{"scale.epochs": 1})
+    full_table(sweep, "old2/", identity=False, seeds=(0,), **{"scale.epochs": 2})
+    paths = report(sweep, tmp_path / "out")
+    sections = sections_of(paths)
+    assert set(sections) == {f"records without a run identity, grouped by their overrides: scale.epochs={e}" for e in (1, 2)}
+
+
+def test_a_failure_without_identity_joins_its_setting(tmp_path):
+    sweep = tmp_path / "table7_cpu"
+    write_record(sweep, "ok", "stride2", 0, 0.8, **{"scale.epochs": 1})
+    write_record(sweep, "crash", "stride1", 0, None, identity=False, error="killed", **{"scale.epochs": 1})
+    sections = sections_of(report(sweep, tmp_path / "out"))
+    assert len(sections) == 1
+    rows = {r["option"]: r for r in next(iter(sections.values()))}
+    assert rows["stride1"]["status"] == "failed seed 0: killed"
+
+
+def test_row_keys_of_an_experiment():
+    from cvt_lab.report.paper import row_keys
+
+    assert row_keys({"row": "${hydra:runtime.choices.model/pos_embed}"}) == ["model"]
+    assert row_keys({"row": "${hydra:runtime.choices.model}@${recipe.image_size}"}) == ["model", "recipe.image_size"]
+    assert row_keys({"row": "${hydra:runtime.choices.model}/${hydra:runtime.choices.data}"}, ["checkpoint"]) == [
+        "checkpoint", "data", "model"]

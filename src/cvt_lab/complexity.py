@@ -35,14 +35,14 @@ class Complexity:
 
 def count(model: nn.Module, image_size: int = 224, in_chans: int | None = None) -> Complexity:
     """Parameters and multiply-adds of one forward pass on a ``image_size`` square image (batch 1, eval)."""
-    model = getattr(model, "_orig_mod", model)  # a torch.compile'd model counts as its original
     in_chans = in_chans or getattr(model, "in_chans", 3)
     params = sum(p.numel() for p in model.parameters())
     meta = {n: torch.empty_like(t, device="meta") for n, t in (*model.named_parameters(), *model.named_buffers())}
     was_training = model.training
     model.eval()
     try:
-        with FlopCounterMode(display=False) as counter, torch.no_grad():
+        # eager even when the model is compiled: counting needs the operators, not a compiled graph
+        with FlopCounterMode(display=False) as counter, torch.no_grad(), torch.compiler.set_stance("force_eager"):
             functional_call(model, meta, (torch.empty(1, in_chans, image_size, image_size, device="meta"),))
     finally:
         model.train(was_training)
@@ -58,35 +58,29 @@ def count_preset(name: str, image_size: int | None = None, **overrides) -> Compl
     return count(model, image_size or model.img_size)
 
 
-# The paper's complexity claims: (label, preset, image size, overrides, paper params (M), paper GMACs).
-PAPER_COMPLEXITY = [
-    ("CvT-13 (Table 2)", "cvt13", 224, {}, 19.98, 4.53),
-    ("CvT-21 (Table 2)", "cvt21", 224, {}, 31.54, 7.13),
-    ("CvT-W24 (Table 2)", "cvtw24", 224, {}, 276.7, 60.86),
-    ("CvT-13 at 384 (Table 3)", "cvt13", 384, {}, 20.0, 16.3),
-    ("CvT-21 at 384 (Table 3)", "cvt21", 384, {}, 32.0, 24.9),
-    ("CvT-W24 at 384 (Table 3)", "cvtw24", 384, {}, 277.0, 193.2),
-    ("CvT-13, k/v stride 1 (Table 7)", "cvt13", 224, {"kv_stride": 1}, 20.0, 6.55),
-    ("DeiT-S (Table 3/5)", "deit_s", 224, {}, 22.0, 4.6),
-]
+def table2_markdown(claims=None) -> str:
+    """Our counts beside the paper's size claims (Table 2, and the rows of Tables 3 and 7 it prints params
+    or GMACs for: ``experiments/paper_tables.yaml``)."""
+    from cvt_lab.report.paper import complexity_claims, count_paper_config
 
-
-def table2_markdown() -> str:
     rows = [
         "# Complexity: the paper's numbers beside ours",
         "",
         "Made by `make table2` (`python -m cvt_lab.complexity --table2 ...`): parameters and multiply-adds",
-        "counted from the model definition (`cvt_lab.complexity.count`, attention matmuls included).",
+        "counted from the model definition (`cvt_lab.complexity.count`, attention matmuls included), at the",
+        "paper's configuration of each row; the paper's numbers are those of `experiments/paper_tables.yaml`",
+        "(docs/paper.md).",
         "",
         "| model | size | params (paper) | params (ours) | diff | GMACs (paper) | GMACs (ours) | diff |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for label, name, size, overrides, p_params, p_macs in PAPER_COMPLEXITY:
-        c = count_preset(name, size, **overrides)
-        ours_p, ours_m = c.params / 1e6, c.macs / 1e9
-        rows.append(f"| {label} | {size} | {p_params:.2f}M | {ours_p:.3f}M | {100 * (ours_p / p_params - 1):+.2f}% "
-                    f"| {p_macs:.2f} | {ours_m:.3f} | {100 * (ours_m / p_macs - 1):+.2f}% |")
-    rows += ["", "Table 3 prints params rounded to whole millions (20M, 32M, 277M); the diff there is against that rounding.", ""]
+    for claim in complexity_claims() if claims is None else claims:
+        ours_p, ours_m = count_paper_config(claim.config)
+        rows.append(f"| {claim.label} | {claim.config.size} | {claim.params:.2f}M | {ours_p:.3f}M | "
+                    f"{100 * (ours_p / claim.params - 1):+.2f}% | {claim.gmacs:.2f} | {ours_m:.3f} | "
+                    f"{100 * (ours_m / claim.gmacs - 1):+.2f}% |")
+    rows += ["", "Tables 3, 5 and 7 print params rounded to whole millions (20M, 32M, 277M); the diff there is "
+             "against that rounding.", ""]
     return "\n".join(rows)
 
 

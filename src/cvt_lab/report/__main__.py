@@ -1,0 +1,35 @@
+"""``python -m cvt_lab.report SWEEP_DIR | EXPERIMENT [--scale cpu] [--sweeps DIR] [--out DIR]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from cvt_lab.report import __doc__ as DOC
+from cvt_lab.report import experiment_sweep_dir, report
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m cvt_lab.report", description=DOC.split("\n\n")[0])
+    p.add_argument("sweep", help="a sweep directory, or an experiment name (conf/experiment/)")
+    p.add_argument("--out", type=Path, default=Path("experiments/reports"))
+    p.add_argument("--table", help="the paper table (default: from the sweep)")
+    p.add_argument("--scale", default="cpu", help="with an experiment name: the scale of its sweep")
+    p.add_argument("--sweeps", type=Path, default=Path("outputs/sweeps"), help="with an experiment name: where sweeps are")
+    a = p.parse_args(argv)
+    try:
+        sweep = Path(a.sweep)
+        if not sweep.is_dir() and "/" not in a.sweep:
+            sweep = experiment_sweep_dir(a.sweep, a.scale, a.sweeps)
+        paths = report(sweep, a.out, a.table)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(paths["md"].read_text())
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

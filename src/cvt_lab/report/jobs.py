@@ -1,0 +1,195 @@
+"""A sweep's jobs, read from their run records, and grouped into settings: the jobs that share every part
+of their configuration but the table's row and the seed, so that one table compares like with like."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+# Overrides that never change a result (where a record has no identity, its overrides stand in for it).
+NOT_IDENTITY = ("experiment", "launcher", "logger", "resume", "threads", "trainer.enable_progress_bar", "hydra", "paths")
+UNSET = "(not set)"
+
+
+def covers(prefix: str, key: str) -> bool:
+    """``model`` covers ``model``, ``model.dims`` and the group choice ``model/pos_embed``."""
+    return key == prefix or key.startswith((prefix + ".", prefix + "/"))
+
+
+def _canonical(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def _flatten(config: dict, prefix: str = "") -> dict[str, str]:
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = _canonical(value)
+    return out
+
+
+def override_config(overrides: list[str]) -> dict[str, str]:
+    """``key -> value`` of the overrides that can change a result (``+``/``~`` prefixes dropped)."""
+    out = {}
+    for o in overrides:
+        key, sep, value = o.lstrip("+~").partition("=")
+        if sep and not any(covers(p, key) for p in NOT_IDENTITY):
+            out[key] = value
+    return out
+
+
+@dataclass
+class Job:
+    run_dir: str  # relative to the sweep directory
+    row: str | None
+    seed: int | None
+    status: str
+    acc1: float | None = None  # test top-1 in %
+    error: str | None = None
+    params: int | None = None
+    model: str | None = None
+    identity: str | None = None
+    config: dict[str, str] = field(default_factory=dict)  # what defines the result, less the seed
+    overrides: dict[str, str] = field(default_factory=dict)  # override_config(), less the seed
+
+    @property
+    def finished(self) -> bool:
+        return self.status == "finished" and self.acc1 is not None
+
+
+def _row(r: dict, overrides: dict[str, str], axis: str, row_format: str | None) -> str | None:
+    """The job's row: ``experiment.row`` where the record stores it resolved; else, for a table whose rows
+    combine fields (``row_format``, e.g. ``{model}@{image_size}``), made from the record's fields (or, for
+    a job that failed early, its overrides); else the axis override (older records)."""
+    exp_row = (r.get("experiment") or {}).get("row")
+    if isinstance(exp_row, str) and "${" not in exp_row:
+        return exp_row
+    if row_format:
+        keys = {"model": "model", "image_size": "recipe.image_size", "data": "data"}
+        values = {name: r.get(name) if r.get(name) is not None else overrides.get(key) for name, key in keys.items()}
+        row = row_format.format(**values)
+        return None if "None" in row else row
+    return overrides.get(axis)
+
+
+def read_job(path: Path, sweep_dir: Path, axis: str, row_format: str | None) -> Job:
+    run_dir = str(path.parent.relative_to(sweep_dir))
+    try:
+        r = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        return Job(run_dir, None, None, "failed", error=f"unreadable results.json: {e}")
+    overrides = override_config(r.get("overrides") or [])
+    seed = r.get("seed", overrides.get("seed"))
+    overrides.pop("seed", None)
+    identity_config = r.get("identity_config")
+    config = {}
+    if identity_config:
+        config = {k: v for k, v in _flatten(identity_config).items() if k != "seed" and not covers("experiment", k)}
+    acc = r.get("test/acc1")
+    return Job(run_dir, _row(r, overrides, axis, row_format), None if seed is None else int(seed),
+               r.get("status", "unknown"), None if acc is None else 100 * acc, r.get("error"), r.get("params"),
+               r.get("model"), r.get("identity") if identity_config else None, config, overrides)
+
+
+def read_jobs(sweep_dir: Path, axis: str, row_format: str | None = None) -> list[Job]:
+    """Every job under the sweep directory, at any depth (job directories named from a
+    ``model/<group>=...`` override are nested one level)."""
+    sweep_dir = Path(sweep_dir)
+    return [read_job(p, sweep_dir, axis, row_format) for p in sorted(sweep_dir.rglob("results.json"))]
+
+
+# ---------------------------------------------------------------------------------------------- settings
+
+
+@dataclass
+class Setting:
+    """Jobs that share everything but the row and the seed: one table."""
+
+    values: dict[str, str]  # the keys that tell this setting from the others, and their values here
+    jobs: list[Job]
+    by_overrides: bool = False  # older records without a run identity, grouped by their overrides
+
+    @property
+    def label(self) -> str:
+        text = ", ".join(f"{k}={v}" for k, v in self.values.items())
+        if self.by_overrides:
+            return "records without a run identity, grouped by their overrides" + (f": {text}" if text else "")
+        return text or "one configuration"
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted({j.seed for j in self.jobs if j.seed is not None})
+
+
+def splitting_keys(jobs: list[Job], row_keys: list[str], attr: str = "config") -> list[str]:
+    """Keys whose values differ between the jobs where the row does not explain it: a key outside the
+    row's keys that differs at all, or a row key that differs within one row."""
+    configs = [(j.row, getattr(j, attr)) for j in jobs]
+    out = []
+    for key in sorted(set().union(*(c for _, c in configs))):
+        if len({c.get(key, UNSET) for _, c in configs}) < 2:
+            continue
+        if any(covers(p, key) for p in row_keys):
+            per_row = defaultdict(set)
+            for row, c in configs:
+                per_row[row].add(c.get(key, UNSET))
+            if all(len(v) == 1 for v in per_row.values()):
+                continue
+        out.append(key)
+    return out
+
+
+def _group(jobs: list[Job], row_keys: list[str], attr: str, by_overrides: bool) -> list[Setting]:
+    keys = splitting_keys(jobs, row_keys, attr)
+    groups: dict[tuple, list[Job]] = defaultdict(list)
+    for j in jobs:
+        groups[tuple(getattr(j, attr).get(k, UNSET) for k in keys)].append(j)
+    return [Setting(dict(zip(keys, values)), members, by_overrides) for values, members in groups.items()]
+
+
+def settings(jobs: list[Job], row_keys: list[str]) -> list[Setting]:
+    """Group the table's jobs by their identity less row and seed; records without an identity are
+    grouped by their overrides, apart. A job that failed before its identity was recorded joins the
+    setting whose jobs ran with the same overrides, where there is exactly one."""
+    with_id = [j for j in jobs if j.identity is not None]
+    out = _group(with_id, row_keys, "config", False) if with_id else []
+    without = [j for j in jobs if j.identity is None]
+    if out and without:
+        row_overrides = [(s, {tuple(sorted(_less_row(j.overrides, row_keys).items())) for j in s.jobs}) for s in out]
+        rest = []
+        for j in without:
+            key = tuple(sorted(_less_row(j.overrides, row_keys).items()))
+            matches = [s for s, seen in row_overrides if key in seen]
+            (matches[0].jobs.append(j) if not j.finished and len(matches) == 1 else rest.append(j))
+        without = rest
+    if without:
+        out += _group(without, row_keys, "overrides", True)
+    return sorted(out, key=lambda s: (s.by_overrides, -sum(j.finished for j in s.jobs), s.label))
+
+
+def _less_row(config: dict[str, str], row_keys: list[str]) -> dict[str, str]:
+    return {k: v for k, v in config.items() if not any(covers(p, k) for p in row_keys)}
+
+
+# ---------------------------------------------------------------------------------------------- sweep
+
+
+def sweep_meta(sweep_dir: Path) -> dict[str, Any]:
+    """Table, scale and the last command run into the sweep directory (its multirun.yaml, from Hydra)."""
+    meta: dict[str, Any] = {"table": None, "scale": None, "command": None}
+    path = Path(sweep_dir) / "multirun.yaml"
+    if not path.is_file():
+        return meta
+    cfg = OmegaConf.load(path)
+    meta["table"] = (cfg.get("experiment") or {}).get("table")
+    meta["scale"] = (cfg.get("scale") or {}).get("name")
+    task = list(OmegaConf.select(cfg, "hydra.overrides.task") or [])
+    meta["command"] = " ".join(["python -m cvt_lab", *task, "-m"])
+    return meta

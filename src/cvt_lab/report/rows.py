@@ -1,0 +1,134 @@
+"""The row model every rendering (markdown, CSV, plot) reads: one paper row beside ours, for one setting."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from cvt_lab.report.jobs import Job, Setting
+from cvt_lab.report.paper import paper_config_size, scale_spec
+from cvt_lab.report.stats import mean_ci
+
+
+@dataclass
+class Duplicate:
+    """A job of the same row and seed (the same identity) as the one used."""
+
+    job: Job
+    used: Job
+
+
+@dataclass
+class TableRow:
+    paper: dict  # the row of paper_tables.yaml
+    ran_as: str  # the option run for this row (itself, or its stand-in at this scale)
+    is_reference: bool = False
+    accs: dict[int, float] = field(default_factory=dict)  # seed -> our test top-1 %
+    used: list[Job] = field(default_factory=list)  # the jobs behind ``accs`` and ``failed``
+    failed: list[Job] = field(default_factory=list)
+    missing: list[int] = field(default_factory=list)
+    not_run: str | None = None  # why this scale / sweep does not run the row
+    params: float | None = None  # at the paper's configuration
+    gmacs: float | None = None
+    diffs: dict[int, float] = field(default_factory=dict)  # seed -> ours minus the reference row's
+
+    @property
+    def option(self) -> str:
+        return self.paper["option"]
+
+    @property
+    def mean_std(self) -> tuple[float | None, float | None]:
+        if not self.accs:
+            return None, None
+        mean, _, sd = mean_ci(list(self.accs.values()))
+        return mean, sd
+
+    @property
+    def diff_ci(self) -> tuple[float | None, float | None, float | None]:
+        """Mean of the paired differences from the reference row and its 95% CI (low, high)."""
+        if not self.diffs:
+            return None, None, None
+        mean, half, _ = mean_ci(list(self.diffs.values()))
+        return mean, None if half is None else mean - half, None if half is None else mean + half
+
+    @property
+    def status(self) -> str:
+        if self.not_run:
+            return self.not_run
+        problems = [f"failed seed {j.seed}: {one_line(j.error)}" for j in self.failed]
+        problems += [f"missing seeds {self.missing}"] if self.missing else []
+        return "; ".join(problems) or ("ok" if self.used else "no jobs")
+
+    def record(self, spec: dict, setting: Setting, reference: TableRow | None) -> dict[str, Any]:
+        """The row as the CSV writes it."""
+        mean, sd = self.mean_std
+        diff, low, high = self.diff_ci
+        run = next((j for j in self.used if j.finished), None)
+        paper_diff = None if reference is None or self.is_reference else self.paper["top1"] - reference.paper["top1"]
+        return {
+            "row": self.paper["row"], "option": self.option, "ran_as": self.ran_as, "model": self.paper.get("model", ""),
+            "description": self.paper["desc"], "paper_top1": self.paper.get("top1"),
+            **{f"paper_{k}": self.paper.get(k) for k in spec.get("paper_columns") or {}},
+            "ours_top1_mean": mean, "ours_top1_std": sd, "n": len(self.accs),
+            "seeds": ",".join(str(s) for s in sorted(self.accs)),
+            "paper_diff": paper_diff, "ours_diff": diff, "ours_diff_ci_low": low, "ours_diff_ci_high": high,
+            "n_pairs": len(self.diffs),
+            "paper_params_m": self.paper.get("params"), "ours_params_m": self.params,
+            "paper_gmacs": self.paper.get("gmacs"), "ours_gmacs": self.gmacs,
+            "run_model": run and run.model, "run_params": run and run.params, "status": self.status,
+            "setting": setting.label, "identities": ",".join(j.identity or "-" for j in self.used),
+        }
+
+
+def one_line(text: str | None, limit: int = 300) -> str:
+    """An error message fit for a table cell: one line, no pipes, at most ``limit`` characters."""
+    text = " ".join((text or "unknown error").split()).replace("|", "/")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def empty_rows(spec: dict, scale: str | None) -> list[TableRow]:
+    """The table's rows at a scale: the paper's, each run as itself or its stand-in, and the scale's own."""
+    at_scale = scale_spec(spec, scale) or {}
+    stand_ins = at_scale.get("stand_ins") or {}
+    return [TableRow(r, stand_ins.get(r["option"], r["option"]), r["option"] == spec.get("reference"))
+            for r in [*spec["rows"], *(at_scale.get("extra_rows") or [])]]
+
+
+def build_rows(spec: dict, setting: Setting, scale: str | None) -> tuple[list[TableRow], list[Duplicate]]:
+    """The table's rows from one setting's jobs, and the duplicates among them (same row and seed: one
+    is used, the first finished in directory order; the others are listed, never dropped silently)."""
+    at_scale = scale_spec(spec, scale) or {}
+    stand_ins = at_scale.get("stand_ins") or {}
+    extra_options = {r["option"] for r in at_scale.get("extra_rows") or []}
+    rows = empty_rows(spec, scale)
+    by_run = {r.ran_as: r for r in rows}
+    per_seed: dict[tuple[str, int | None], list[Job]] = {}
+    for j in sorted(setting.jobs, key=lambda j: j.run_dir):
+        if j.row in by_run:
+            per_seed.setdefault((j.row, j.seed), []).append(j)
+    duplicates = []
+    for (row, seed), jobs in per_seed.items():
+        used = next((j for j in jobs if j.finished), jobs[0])
+        target = by_run[row]
+        target.used.append(used)
+        if used.finished:
+            target.accs[seed] = used.acc1
+        else:
+            target.failed.append(used)
+        duplicates += [Duplicate(j, used) for j in jobs if j is not used]
+    for r in rows:
+        if r.used:
+            pass  # run (e.g. model=deit_s added on the command line), whatever the scale says
+        elif r.paper.get("sweep") is False:
+            r.not_run = f"not in this sweep: {r.paper.get('why', 'not run by the experiment')}"
+        elif at_scale and r.option not in stand_ins and r.option not in extra_options:
+            r.not_run = f"not run at {scale} scale"
+        seen = {j.seed for j in r.used}
+        r.missing = [] if r.not_run else [s for s in setting.seeds if s not in seen]
+        r.params, r.gmacs = paper_config_size(spec, r.paper)
+    reference = next((r for r in rows if r.is_reference), None)
+    if reference is not None:
+        for r in rows:
+            if r is not reference:
+                r.diffs = {s: a - reference.accs[s] for s, a in r.accs.items() if s in reference.accs}
+    return rows, duplicates
