@@ -30,7 +30,7 @@ test: $(STAMP)  ## the whole test suite
 	$(PY) -m pytest
 
 bench: $(STAMP)  ## benchmarks: CvT-13 vs transformers' CvT, and the default run's accuracy/time (experiments/bench/)
-	$(PY) -m cvt_lab.bench --compile --out experiments/bench/bench_cpu.json $(ARGS)
+	$(PY) -m benchmarks.cvt_bench --compile --out experiments/bench/bench_cpu.json $(ARGS)
 	$(PY) benchmarks/default_run.py --out experiments/bench/default_run.json
 
 table2: $(STAMP)  ## Table 2/3/7 complexity: params and MACs beside the paper's

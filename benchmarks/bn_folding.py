@@ -2,7 +2,7 @@
 projection for inference. Measures CvT-13 inference with and without folding (interleaved, medians), in
 fp32 and bf16 autocast, and the fp32 logit difference.
 
-    python benchmarks/bn_folding.py [--batch 16] [--iters 9] [--out experiments/bench/bn_folding.json]
+    python -m benchmarks.bn_folding [--batch 16] [--iters 9] [--out experiments/bench/bn_folding.json]
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from benchmarks.cvt_bench.harness import Timing, batch, infer_fn, interleaved
+from benchmarks.cvt_bench.models import randomize_norms
 from cvt_lab import create_model
-from cvt_lab.bench import batch, infer_fn, interleaved, randomize_norms
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
@@ -55,8 +56,8 @@ def main() -> int:
     report = {"model": args.model, "batch": args.batch, "threads": torch.get_num_threads(),
               "date": time.strftime("%Y-%m-%d %H:%M:%S"), "max_abs_logit_diff_fp32": diff}
     for precision in ("fp32", "bf16"):
-        t = interleaved({"plain": infer_fn("ours", plain, x, "cpu", precision),
-                         "folded": infer_fn("ours", folded, x, "cpu", precision)}, args.iters, 2, "cpu")
+        t = interleaved({"plain": infer_fn(plain, x, "cpu", precision), "folded": infer_fn(folded, x, "cpu", precision)},
+                        Timing(args.iters, 2), "cpu")
         p, f = statistics.median(t["plain"]), statistics.median(t["folded"])
         report[precision] = {"ms_plain": 1e3 * p, "ms_folded": 1e3 * f, "speedup": p / f}
         print(f"{precision}: plain {1e3 * p:.0f} ms, folded {1e3 * f:.0f} ms per batch of {args.batch}: x{p / f:.3f}")

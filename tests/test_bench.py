@@ -1,31 +1,49 @@
-"""The performance benchmark (quick mode: structure, and ratios computed from the measured numbers) and the
-speed levers of the model (each leaves the fp32 numerics unchanged)."""
+"""The performance benchmark (benchmarks/cvt_bench; quick mode: structure, and ratios computed from the
+measured numbers; the CUDA report's targets and table on a small fake report; the training-loop profiler)
+and the speed levers of the model (each leaves the fp32 numerics unchanged)."""
 
 from __future__ import annotations
 
+import copy
+import importlib.util
 import json
 import statistics
+import time
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from cvt_lab import bench
+from benchmarks.cvt_bench import __main__ as bench
+from benchmarks.cvt_bench.harness import Timing
+from benchmarks.cvt_bench.loop import LoopProfiler, run_timed, shares
+from benchmarks.cvt_bench.models import COMPILED, Pair, model_args, randomize_norms
+from benchmarks.cvt_bench.report import GPU_TARGETS, check_targets, table
+from benchmarks.cvt_bench.sections import add_flops, compare, side_by_side
 from cvt_lab.models import create_model
-from cvt_lab.models.cvt import FAST_PATHS, fast_paths, speed_levers
+from cvt_lab.models.cvt import FAST_PATHS, fast_paths
 
 pytest.importorskip("transformers")
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("bench") / "bench.json"
     assert bench.main(["--quick", "--out", str(out)]) == 0
+    assert out.with_suffix(".txt").read_text().startswith("cvt_bench: cvt_tiny")
     return json.loads(out.read_text())
 
 
 def close(a: float, b: float) -> bool:
     return a == pytest.approx(b, rel=1e-9, abs=1e-12)
+
+
+def test_the_benchmark_is_not_part_of_the_package():
+    assert importlib.util.find_spec("cvt_lab.bench") is None
+    assert not [p for p in (REPO / "src").rglob("*.py") if "import benchmarks" in p.read_text()
+                or "from benchmarks" in p.read_text()]
 
 
 def test_quick_report_sections(report):
@@ -95,23 +113,148 @@ def test_memory_resolution_levers_targets(report):
 
 
 def test_table_prints_every_figure(report):
-    text = bench.table(report)
+    text = table(report)
     for needle in ("fp32 train images/s", "bf16 infer vs theirs fp32", "peak train memory", "levers", "targets:"):
         assert needle in text
-    # the sections only a full run has (subprocesses) print too
+    # the sections only a full run has (subprocesses, --data) print too
     full = json.loads(json.dumps(report))
     speed = {"train": 1.1, "infer": 1.2}
     full["levers"]["malloc"] = {"malloc": "tuned", "speedup": {"ours": speed, "theirs": speed}, "note": "n"}
     full["levers"]["compile"] = {"fp32": {"train_compile_s": 300.0, "train": {"speedup": 1.1},
                                           "infer": {"speedup": 1.2}}}
-    full["training_loop"] = {"available": False, "note": "CLI not available"}
+    full["training_loop"] = {"available": False, "note": "the run failed"}
     full["digits_accuracy"] = {"test_acc1": {"fp32": 0.98, "bf16": 0.98}, "step_speedup_bf16": 1.5,
                                "runs": {"fp32": {"wall_s": 60.0, "startup_s": 6.0, "data_wait_fraction": 0.01,
                                                  "fraction_of_wall": {"startup": 0.1, "train_steps": 0.75}}}}
-    text = bench.table(full)
-    for needle in ("malloc tuned (ours, fp32)", "torch.compile (ours, fp32)", "CLI not available", "default digits run",
-                   "startup 10%, train_steps 75%"):
+    full["loader"] = {"root": "/data/in1k", "train_images": 1000, "batch_size": 16, "image_size": 224,
+                      "loader": {"uint8": {"1": {"images_per_s": 181.0, "per_worker": 181.0},
+                                           "2": {"images_per_s": 350.0, "per_worker": 175.0}}},
+                      "model_train_images_per_s": {"fp32": 5.3, "bf16": 9.9}}
+    text = table(full)
+    for needle in ("malloc tuned (ours, fp32)", "torch.compile (ours, fp32)", "the run failed", "default digits run",
+                   "startup 10%, train_steps 75%", "2 worker(s) 350 / 175", "model training images/s (ours, this run)"):
         assert needle in text
+
+
+# ------------------------------------------------------------------------------------- the CUDA form
+
+
+def fake_side_by_side(images_per_s: dict[str, dict[str, float]], macs: int = 10**9, peak: float = 3e4) -> dict:
+    """A throughput block as side_by_side makes it, from given images/s (model -> mode -> images/s)."""
+    res = {n: {m: {"images_per_s": v, "ms_per_image": 1e3 / v} for m, v in modes.items()}
+           for n, modes in images_per_s.items()}
+    for n in images_per_s:
+        add_flops(res[n], macs, peak)
+    compare(res)
+    return res
+
+
+def test_cuda_report_targets_and_table():
+    """The GPU targets of issue 9 on a fake CUDA report: our faster form against transformers eager and
+    compiled in bf16 training (batch 128) and bf16 inference at batch 256; MFU beside every figure."""
+    four = {"ours": {"train": 2000.0, "infer": 6000.0}, "theirs": {"train": 1000.0, "infer": 3000.0},
+            "ours" + COMPILED: {"train": 3200.0, "infer": 7000.0}, "theirs" + COMPILED: {"train": 2000.0, "infer": 4000.0}}
+    bf16 = fake_side_by_side(four)
+    assert bf16["best_ours"] == {"train": "ours" + COMPILED, "infer": "ours" + COMPILED}
+    assert close(bf16["ratio_best_vs_theirs"]["train"], 3.2) and close(bf16["ratio_best_vs_theirs_compiled"]["train"], 1.6)
+    assert close(bf16["ratio_compiled"]["infer"]["images_per_s"], 7000 / 4000)
+    assert close(bf16["ours"]["train"]["mfu"], 2 * 3 * 1e9 * 2000 / 1e9 / 3e4)
+    inference = fake_side_by_side({n: {"infer": v["infer"] * 1.1} for n, v in four.items()})
+    slow = fake_side_by_side({n: {"train": v["train"] / (2 if n.startswith("ours") else 1)} for n, v in four.items()})
+    report = {
+        "meta": {"device": "cuda", "device_name": "NVIDIA H100 80GB HBM3", "torch": "2.11.0", "threads": 16,
+                 "malloc": "default", "load_average_start": None},
+        "config": {"model": "cvt13", "batch": 128, "image_size": 224},
+        "matmul_peak_gflops": {"fp32": 5e4, "bf16": 7.8e5},
+        "throughput": {"bf16": bf16, "fp32": fake_side_by_side(four)},
+        "throughput_by_size": {"384": {"bf16": slow}},
+        "inference_batch": {"batch": 256, "precision": "bf16", "image_size": 224, "results": inference},
+        "memory": {"batch": 128, "precision": "bf16", "ours": {"peak_mib": 9000.0}, "theirs": {"peak_mib": 12000.0},
+                   "ours" + COMPILED: {"peak_mib": 8000.0}, "theirs" + COMPILED: {"peak_mib": 10000.0},
+                   "ratio": {"peak_mib": 0.75}},
+        "numerics": {"max_abs_diff_fp32": 2e-6, "ok": True},
+    }
+    targets = {t["target"]: t for t in check_targets(report)}
+    expected = {
+        "bf16 training at 224px, batch 128, ours / transformers eager >= 2": (3.2, True),
+        "bf16 training at 224px, batch 128, ours / transformers compiled >= 1.5": (1.6, True),
+        "bf16 training at 384px, batch 128, ours / transformers eager >= 2": (1.6, False),
+        "bf16 training at 384px, batch 128, ours / transformers compiled >= 1.5": (0.8, False),
+        "bf16 inference at 224px, batch 256, ours / transformers eager >= 2.5": (7000 / 3000, False),
+        "peak training memory at batch 128, ours / theirs <= 1": (0.75, True),
+        "fp32 logits, max |optimized - plain| <= 1e-4": (2e-6, True),
+    }
+    assert set(targets) == set(expected)
+    for name, (value, met) in expected.items():
+        assert close(targets[name]["value"], value) and targets[name]["met"] is met, name
+    assert GPU_TARGETS["train_vs_theirs_compiled"] == 1.5
+    report["targets"] = list(targets.values())
+    text = table(report)
+    for needle in ("ours_compiled", "theirs_compiled", "bf16 384px train images/s", "bf16 b256 infer images/s",
+                   "12000.0 (40%)", "19200.0 (64%)", "best ours (ours_compiled) / theirs 3.20, / theirs compiled 1.60", "[ours: ours_compiled]"):
+        assert needle in text, needle
+
+
+def test_compiled_twins_side_by_side_on_cpu():
+    """The CUDA form's four models on CPU, timed in one loop with figures and ratios for all four. The twins
+    are plain copies here: compiling costs many seconds on CPU, and the compile of the model itself is tested
+    with the model."""
+    pair = Pair(model_args("cvt_tiny"), "cpu")
+    for name in ("ours", "theirs"):
+        pair.models[name + COMPILED] = copy.deepcopy(pair.models[name])
+    res = side_by_side(pair, "cpu", 2, "fp32", 32, Timing(1, 0), peak_gflops=100.0, modes=("infer",))
+    assert set(res["compile"]) == {"ours" + COMPILED, "theirs" + COMPILED}
+    assert all(v["infer_compile_s"] > 0 for v in res["compile"].values())
+    assert len(pair.models) == 4 and all(res[n]["infer"]["gflops"] > 0 for n in pair.models)
+    best = res["best_ours"]["infer"]
+    assert close(res["ratio_best_vs_theirs_compiled"]["infer"],
+                 res[best]["infer"]["images_per_s"] / res["theirs" + COMPILED]["infer"]["images_per_s"])
+
+
+def test_cuda_without_a_gpu_and_bad_data_say_so(tmp_path, capsys):
+    if not torch.cuda.is_available():
+        assert bench.main(["--device", "cuda", "--quick"]) == 2
+        assert "torch.cuda.is_available() is False" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        bench.parse(["--data", str(tmp_path)])
+    assert e.value.code == 2 and "no train/ folder" in capsys.readouterr().err
+    opts = bench.parse(["--device", "cuda"])  # the issue's GPU setting by default
+    assert (opts.batch, opts.memory_batch, opts.resolutions, opts.memory_precision) == (128, 128, [224, 384], "bf16")
+
+
+# ------------------------------------------------------------------------------------ the training loop
+
+
+def test_loop_profiler_shares():
+    """Lightning's action names as the loops report them: steps, data fetches, the validation hooks."""
+    prof = LoopProfiler(out="unused.json", launched=time.time())
+    actions = ["run_training_epoch", "[_TrainingEpochLoop].train_dataloader_next", "run_training_batch",
+               "[_TrainingEpochLoop].train_dataloader_next", "run_training_batch",
+               "[LightningModule]ImageClassifier.on_validation_start", "[Strategy]X.validation_step",
+               "[LightningModule]ImageClassifier.on_validation_end"]
+    for action in actions:
+        prof.start(action)
+        time.sleep(0.002)
+        prof.stop(action)
+    s = prof.stats
+    assert (s["epochs"], s["steps"]) == (1, 2) and s["first_step_s"] is not None
+    assert s["data_s"] > 0 and s["step_s"] > 0 and s["gap_s"] > 0 and s["validation_s"] >= 0.006 and s["test_s"] == 0
+    out = shares(s, wall=10.0)
+    assert close(out["fraction_of_wall"]["train_steps"], s["step_s"] / 10)
+    assert close(out["data_wait_fraction"], s["data_s"] / (s["step_s"] + s["data_s"]))
+
+
+@pytest.mark.slow
+def test_training_loop_is_timed_by_a_lightning_profiler(tmp_path):
+    """The job composed as the CLI composes it, with the profiler given to its Trainer: a few steps."""
+    timings = tmp_path / "timings.json"
+    run_timed(["data=synthetic", "data.num_samples=64", "recipe.batch_size=16", "recipe.epochs=1",
+               "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
+               "trainer.enable_progress_bar=false"], tmp_path / "run", timings, launched=time.time())
+    stats = json.loads(timings.read_text())
+    assert (stats["epochs"], stats["steps"]) == (1, 2)
+    assert stats["step_s"] > 0 and stats["validation_s"] > 0 and stats["test_s"] > 0 and stats["first_step_s"] > 0
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["status"] == "finished"
 
 
 # ------------------------------------------------------------------------------------------ numerics
@@ -120,7 +263,7 @@ def test_table_prints_every_figure(report):
 def randomized(name: str = "cvt_tiny", **overrides) -> nn.Module:
     torch.manual_seed(0)
     model = create_model(name, **{"num_classes": 10, **overrides})
-    return bench.randomize_norms(model).eval()
+    return randomize_norms(model).eval()
 
 
 def logits(model: nn.Module, size: int = 32, batch: int = 3) -> torch.Tensor:
@@ -134,7 +277,7 @@ def logits(model: nn.Module, size: int = 32, batch: int = 3) -> torch.Tensor:
 def test_optimized_inference_equals_plain_fp32(overrides):
     model = randomized(**overrides)
     fast = logits(model)
-    with fast_paths(False):
+    with fast_paths(model, False):
         plain = logits(model)
     assert (fast - plain).abs().max().item() <= 1e-4
     with torch.inference_mode():  # evaluation's mode: no autograd at all
@@ -145,9 +288,9 @@ def test_optimized_inference_equals_plain_fp32(overrides):
 @pytest.mark.parametrize("lever", sorted(FAST_PATHS))
 def test_each_lever_alone_keeps_the_logits(lever):
     model = randomized()
-    with fast_paths(False):
+    with fast_paths(model, False):
         plain = logits(model)
-        with fast_paths(**{lever: True}):
+        with fast_paths(model, **{lever: True}):
             one = logits(model)
     assert (one - plain).abs().max().item() <= 1e-4
 
@@ -156,7 +299,7 @@ def test_cvt13_optimized_logits_equal_plain():
     """The issue's numerics target on the real architecture: CvT-13, fp32, eval."""
     model = randomized("cvt13", num_classes=1000)
     fast = logits(model, size=96, batch=2)
-    with fast_paths(False):
+    with fast_paths(model, False):
         plain = logits(model, size=96, batch=2)
     assert (fast - plain).abs().max().item() <= 1e-4
 
@@ -167,7 +310,7 @@ def test_training_step_unchanged():
     for enabled in (True, False):
         model = randomized().train()
         x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(2))
-        with fast_paths(enabled):
+        with fast_paths(model, enabled):
             torch.manual_seed(3)
             loss = model(x).square().mean()
             loss.backward()
@@ -194,19 +337,19 @@ def test_bf16_autocast_close_to_fp32():
     model.train()  # bf16 training path (fp32 strided depthwise convs, explicit attention) runs and back-propagates
     with torch.autocast("cpu", dtype=torch.bfloat16):
         model(x).float().square().mean().backward()
-    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad
-               and p.grad is not None)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
-def test_fast_paths_switch():
-    assert speed_levers() == FAST_PATHS and all(FAST_PATHS.values())
-    with fast_paths(False) as flags:
-        assert not any(flags.values())
-        with fast_paths(silu_mlp=True):
-            assert speed_levers()["silu_mlp"] and not speed_levers()["fused_attention"]
-        assert not speed_levers()["silu_mlp"]
-    assert speed_levers() == FAST_PATHS
+def test_fast_paths_switch_one_model_only():
+    model, other = randomized(), randomized()
+    assert model.set_fast_paths() == dict(FAST_PATHS)
+    with fast_paths(model, False) as flags:
+        assert not any(flags.values()) and other.set_fast_paths() == dict(FAST_PATHS)
+        with fast_paths(model, silu_mlp=True) as inner:
+            assert inner["silu_mlp"] and not inner["fused_attention"]
+        assert not model.set_fast_paths()["silu_mlp"]
+    assert model.set_fast_paths() == dict(FAST_PATHS)
     with pytest.raises(TypeError):
         FAST_PATHS["silu_mlp"] = False  # the defaults are read-only: no global switch
     with pytest.raises(ValueError, match="unknown speed lever"):
-        fast_paths(no_such_lever=True)
+        model.set_fast_paths(no_such_lever=True)
