@@ -10,10 +10,10 @@ SCALE      ?= cpu
 EXP        ?= ablation_pos_embed
 ARGS       ?=
 
-.PHONY: help install run test bench table2 table3 table4 table5 table6 table7 table8 sweep report clean
+.PHONY: help install run test bench table2 table4 sweep report clean
 
 help:  ## list the targets
-	@grep -E '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9_%-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	$(PYTHON_SYS) -m venv $(VENV)
@@ -44,9 +44,14 @@ clean:  ## remove run outputs (keeps .venv)
 # ARGS='data.root=/data/imagenet launcher=gpus'). Re-running skips finished jobs, resumes interrupted ones.
 SWEEPS     ?= outputs/sweeps
 REPORTS    ?= experiments/reports
+# The experiment that runs a table: the one whose config says `experiment.table: <table>`.
+experiment_of = $(basename $(notdir $(shell grep -l '^  table: $(1)$$' conf/experiment/*.yaml)))
 
-table3: $(STAMP)  ## Table 3 (ImageNet-1k rows: model x image size): sweep + report
-	$(MAKE) --no-print-directory sweep EXP=imagenet
+# tableN (not .PHONY: a pattern rule): Tables 3, 5, 6, 7, 8; Table 4 has its own target below.
+table%: $(STAMP)  ## tableN (3, 5-8): the sweep of the experiment for Table N (conf/experiment/), then its report
+	@if [ -z "$(call experiment_of,$@)" ]; then \
+	  echo "error: no experiment runs $@ (none of conf/experiment/*.yaml has experiment.table: $@)" >&2; exit 2; fi
+	$(MAKE) --no-print-directory sweep EXP=$(call experiment_of,$@)
 
 # Table 4 fine-tunes a pre-trained checkpoint: CKPT=PATH (required at paper scale: ours, the released .pth,
 # or transformers'; add ARGS='model=cvt13 ...' to match it). At CPU scale without CKPT, a plain cvt_tiny
@@ -60,20 +65,8 @@ table4: $(STAMP)  ## Table 4 (transfer from CKPT=PATH; CPU: pre-trains cvt_tiny 
 	@if [ -z "$(CKPT)" ] && ! grep -qs '"status": "finished"' $(PRETRAIN)/results.json; then \
 	  echo "pre-training cvt_tiny on digits into $(PRETRAIN) (the checkpoint Table 4 fine-tunes at CPU scale)"; \
 	  $(PY) -m cvt_lab hydra.run.dir=$(PRETRAIN) trainer.enable_progress_bar=false || exit 1; fi
-	$(MAKE) --no-print-directory sweep EXP=transfer \
+	$(MAKE) --no-print-directory sweep EXP=$(call experiment_of,$@) \
 	  ARGS="checkpoint=$(abspath $(or $(CKPT),$(PRETRAIN)/checkpoints/last.ckpt)) $(ARGS)"
-
-table5: $(STAMP)  ## Table 5 (position embedding): sweep + report
-	$(MAKE) --no-print-directory sweep EXP=ablation_pos_embed
-
-table6: $(STAMP)  ## Table 6 (convolutional token embedding): sweep + report
-	$(MAKE) --no-print-directory sweep EXP=ablation_conv_embed
-
-table7: $(STAMP)  ## Table 7 (k/v projection stride): sweep + report
-	$(MAKE) --no-print-directory sweep EXP=ablation_kv_stride
-
-table8: $(STAMP)  ## Table 8 (convolutional vs linear projection): sweep + report
-	$(MAKE) --no-print-directory sweep EXP=ablation_conv_proj
 
 sweep: $(STAMP)  ## any experiment: make sweep EXP=name [SCALE=paper] [ARGS='launcher=cpu_parallel ...']
 	$(PY) -m cvt_lab experiment=$(EXP) scale=$(SCALE) $(ARGS) -m
