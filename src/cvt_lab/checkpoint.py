@@ -1,6 +1,6 @@
 """Read, convert, load and export CvT weights: released ``.pth``, transformers and our Lightning checkpoints.
 
-Three key layouts describe the same weights (see ``/work/shared/reference/checkpoints.md``):
+Three key layouts describe the same weights (docs/checkpoints.md lists them and what parity needs):
 
 * released (``CvT-13-224x224-IN-1k.pth``): ``stage{i}.blocks.{j}.attn.conv_proj_q.conv.weight`` ...
 * transformers (``CvtForImageClassification``): ``cvt.encoder.stages.{i}.layers.{j}.attention...``
