@@ -1,7 +1,8 @@
 """Measure the README's main job: `python -m cvt_lab` (cvt_tiny on digits, CPU) against its target,
->= 98.5% test top-1 within 120 s wall-clock, start-up included.
+>= 98.5% test top-1 within 120 s wall-clock, start-up included (on one GPU, `trainer=gpu`: within 15 s).
 
-    python benchmarks/default_run.py [--repeats 3] [--out experiments/bench/default_run.json] [-- OVERRIDES...]
+    python benchmarks/default_run.py [--repeats 3] [--target-wall-s 120] [--out experiments/bench/default_run.json]
+                                     [-- OVERRIDES...]
 
 Each repeat is a fresh process timed from outside (interpreter start-up, imports, data, training, test);
 the run's own results.json gives its accuracy and the time until its first training step.
@@ -19,12 +20,13 @@ import tempfile
 import time
 from pathlib import Path
 
-TARGET_ACC1, TARGET_WALL_S = 0.985, 120.0
+TARGET_ACC1 = 0.985
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--target-wall-s", type=float, default=120.0, help="the wall-time target (GPU: 15)")
     parser.add_argument("--out", type=Path, default=Path("experiments/bench/default_run.json"))
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. seed=1")
     args = parser.parse_args()
@@ -35,8 +37,12 @@ def main() -> int:
             cmd = [sys.executable, "-m", "cvt_lab", f"seed={i}", f"hydra.run.dir={tmp}",
                    "trainer.enable_progress_bar=false", *args.overrides]
             start = time.perf_counter()
-            subprocess.run(cmd, check=True, capture_output=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
             wall = time.perf_counter() - start
+            if proc.returncode != 0:
+                print(f"error: {' '.join(cmd[1:])} exited {proc.returncode}:\n{proc.stderr.strip()[-2000:]}",
+                      file=sys.stderr)
+                return 1
             results = json.loads((Path(tmp) / "results.json").read_text())
         runs.append({"seed": i, "wall_s": round(wall, 2), "test/acc1": results["test/acc1"],
                      "startup_s": results["startup_s"], "epochs": results["epochs"]})
@@ -52,13 +58,13 @@ def main() -> int:
         "test_acc1_mean": statistics.mean(accs),
         "wall_s_max": max(walls),
         "wall_s_median": statistics.median(walls),
-        "target": {"test/acc1": TARGET_ACC1, "wall_s": TARGET_WALL_S},
-        "meets_target": min(accs) >= TARGET_ACC1 and max(walls) <= TARGET_WALL_S,
+        "target": {"test/acc1": TARGET_ACC1, "wall_s": args.target_wall_s},
+        "meets_target": min(accs) >= TARGET_ACC1 and max(walls) <= args.target_wall_s,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=2) + "\n")
     print(f"worst of {len(runs)}: test top-1 {100 * min(accs):.2f}% (target >= {100 * TARGET_ACC1}%), "
-          f"wall {max(walls):.1f} s (target <= {TARGET_WALL_S:.0f} s): "
+          f"wall {max(walls):.1f} s (target <= {args.target_wall_s:.0f} s): "
           f"{'MEETS' if summary['meets_target'] else 'MISSES'} the target; wrote {args.out}")
     return 0
 

@@ -225,9 +225,9 @@ def test_cuda_without_a_gpu_and_bad_data_say_so(tmp_path, capsys):
 # ------------------------------------------------------------------------------------ the training loop
 
 
-def test_loop_profiler_shares():
+def test_loop_profiler_shares(tmp_path):
     """Lightning's action names as the loops report them: steps, data fetches, the validation hooks."""
-    prof = LoopProfiler(out="unused.json", launched=time.time())
+    prof = LoopProfiler(out=str(tmp_path / "timings.json"), launched=time.time())
     actions = ["run_training_epoch", "[_TrainingEpochLoop].train_dataloader_next", "run_training_batch",
                "[_TrainingEpochLoop].train_dataloader_next", "run_training_batch",
                "[LightningModule]ImageClassifier.on_validation_start", "[Strategy]X.validation_step",

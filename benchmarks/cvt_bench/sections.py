@@ -109,6 +109,8 @@ def side_by_side(pair: Pair, device: str, batch_size: int, precision: str, image
     for name in pair.models:
         add_flops(res[name], macs(pair.eager(name), image_size), peak_gflops)
     compare(res)
+    if device == "cuda":
+        torch.cuda.empty_cache()  # the next block's shapes differ: start it from an unfragmented cache
     return res
 
 
