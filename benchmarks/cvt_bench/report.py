@@ -225,8 +225,8 @@ def lever_lines(report: dict) -> list[str]:
     alloc = lev.get("malloc")
     if alloc and "speedup" in alloc:
         for n in ("ours", "theirs"):
-            lines.append(f"  malloc {alloc['malloc']} ({n}, fp32){'':<14} train x{fmt(alloc['speedup'][n]['train'])}"
-                         f"  infer x{fmt(alloc['speedup'][n]['infer'])}")
+            lines.append(f"  {'malloc ' + alloc['malloc'] + ' (' + n + ', fp32)':<34} train x"
+                         f"{fmt(alloc['speedup'][n]['train'])}  infer x{fmt(alloc['speedup'][n]['infer'])}")
     for p, comp in lev.get("compile", {}).items():
         if isinstance(comp, dict) and "train" in comp:
             lines.append(f"  torch.compile (ours, {p}){'':<9} train x{fmt(comp['train']['speedup'])} (compile "
