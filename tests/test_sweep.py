@@ -2,7 +2,8 @@
 
 The miniature sweep is Table 5's experiment with two rows (CvT ``every`` and DeiT ``deit_s``), one seed,
 two batches of synthetic data; the DeiT row is made to fail (``scale.deit.heads=[5]`` does not divide its
-width) so one job fails while the other finishes.
+width) so one job fails while the other finishes. It runs on the pool launcher, one job at a time, each in
+a process of its own; its rerun on Hydra's basic launcher, in this process.
 """
 
 from __future__ import annotations
@@ -23,13 +24,13 @@ FAST = ["data=synthetic", "data.num_samples=64", "recipe.epochs=1", "recipe.batc
 
 
 def env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "1"}
+    return {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
 
 
-def cli(*args: str, cwd: Path, timeout: int = 240) -> subprocess.CompletedProcess:
+def cli(*args: str, cwd: Path, timeout: int = 240, code: int = 0) -> subprocess.CompletedProcess:
     proc = subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env(), capture_output=True, text=True,
                           timeout=timeout)
-    assert proc.returncode == 0, f"{args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert proc.returncode == code, f"{args} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
 
 
@@ -46,17 +47,21 @@ SWEEP = ["cvt_lab", "experiment=ablation_pos_embed", "model/pos_embed=every,deit
          "scale.deit.heads=[5]", *FAST]
 
 
+FAILED_LINE = "1 of 2 jobs failed: [model/pos_embed=deit_s "
+
+
 @pytest.fixture(scope="module")
 def mini(tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep")
-    first = cli(*SWEEP, f"paths.output_dir={out}", "-m", cwd=out)
+    first = cli(*SWEEP, f"paths.output_dir={out}", "launcher=cpu_parallel", "hydra.launcher.slots=1", "-m", cwd=out,
+                code=1)
     sweep = out / "sweeps" / "table5_cpu"
     return out, sweep, first
 
 
 @pytest.mark.slow
 def test_mini_sweep_one_failure_does_not_stop_the_other(mini):
-    _, sweep, _ = mini
+    _, sweep, first = mini
     assert (sweep / "multirun.yaml").is_file()  # the sweep directory is stable: <table>_<scale>
     r = results(sweep)
     assert set(r) == {"every", "deit_s"}
@@ -64,6 +69,20 @@ def test_mini_sweep_one_failure_does_not_stop_the_other(mini):
     assert r["every"]["epochs"] == 1 and r["every"]["seed"] == 0
     assert r["deit_s"]["status"] == "failed"
     assert "divisible" in r["deit_s"]["error"]
+    # The sweep ran every job, then failed (exit code 1) with one line naming the failed job and its error.
+    summary = [line for line in first.stderr.splitlines() if "jobs failed" in line]
+    assert len(summary) == 1 and summary[0].startswith(FAILED_LINE) and "divisible" in summary[0]
+
+
+@pytest.mark.slow
+def test_pooled_jobs_time_themselves_from_their_own_start(mini):
+    """One slot: the failing job runs after the training one, in its own process; its wall time is its own
+    (a failure while building the model), not the sweep's so far."""
+    _, sweep, _ = mini
+    r = results(sweep)
+    every, deit = r["every"], r["deit_s"]
+    assert deit["started_at"] > every["started_at"]
+    assert deit["wall_s"] < every["wall_s"]
 
 
 @pytest.mark.slow
@@ -83,9 +102,10 @@ def test_mini_sweep_report(mini, tmp_path):
 def test_rerun_skips_finished_jobs(mini):
     out, sweep, _ = mini
     before = results(sweep)
-    again = cli(*SWEEP, f"paths.output_dir={out}", "-m", cwd=out)
+    again = cli(*SWEEP, f"paths.output_dir={out}", "-m", cwd=out, code=1)  # Hydra's basic launcher
     after = results(sweep)
     assert "already finished" in again.stdout + again.stderr
+    assert FAILED_LINE in again.stderr
     assert after["every"]["wall_s"] == before["every"]["wall_s"]  # untouched, not re-trained
     assert after["deit_s"]["status"] == "failed"  # a failed job is tried again (and fails again here)
 
@@ -115,13 +135,16 @@ if __name__ == "__main__":
 '''
 
 
-def run_app(tmp_path: Path, *args: str, crash: int = -1, sleep: float = 1.5) -> list[dict]:
+def run_app(tmp_path: Path, *args: str, crash: int = -1, sleep: float = 1.5, code: int = 0,
+            stderr: list | None = None) -> list[dict]:
     app = tmp_path / "app.py"
     app.write_text(textwrap.dedent(APP.format(crash=crash, sleep=sleep)))
     proc = subprocess.run([sys.executable, str(app), "-m", "hydra/launcher=cvt_lab_pool",
                            f"hydra.sweep.dir={tmp_path}/sweep", *args], cwd=tmp_path, env=env(),
                           capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert proc.returncode == code, proc.stdout[-2000:] + proc.stderr[-2000:]
+    if stderr is not None:
+        stderr.append(proc.stderr)
     return [json.loads(p.read_text()) for p in sorted((tmp_path / "sweep").rglob("job.json"))]
 
 
@@ -149,12 +172,16 @@ def test_gpu_launcher_groups_devices_per_job(tmp_path):
 
 
 def test_cpu_pool_threads_and_a_crashed_job(tmp_path):
-    jobs = run_app(tmp_path, "hydra.launcher.pin_gpus=false", "hydra.launcher.slots=2",
-                   "hydra.launcher.threads_per_job=1", "x=1,2,3", crash=2, sleep=0.5)
+    """A job whose process dies is failed for Hydra too: the sweep goes on, then exits 1 naming it."""
+    stderr: list[str] = []
+    jobs = run_app(tmp_path, "hydra/sweeper=cvt_lab", "hydra.launcher.pin_gpus=false", "hydra.launcher.slots=2",
+                   "hydra.launcher.threads_per_job=1", "x=1,2,3", crash=2, sleep=0.5, code=1, stderr=stderr)
     assert sorted(j["x"] for j in jobs) == [1, 3]  # the crash did not stop the sweep
     assert all(j["threads"] == "1" for j in jobs)
     failed = [json.loads(p.read_text()) for p in (tmp_path / "sweep").rglob("results.json")]
     assert len(failed) == 1 and failed[0]["status"] == "failed" and "exited with code 3" in failed[0]["error"]
+    expected = "1 of 3 jobs failed: [x=2] job process exited with code 3"
+    assert expected in stderr[0] and "Traceback" not in stderr[0]
 
 
 def test_make_slots():

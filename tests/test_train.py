@@ -11,24 +11,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import QUICK, cli_env, read_results, run_cli
-from hydra import compose, initialize_config_dir
+from conftest import QUICK, TINY, cli_env, compose_config, read_results, run_cli
 
 from cvt_lab.checkpoint import export_released
-from cvt_lab.config import register_configs
-from cvt_lab.paths import config_dir
 
 pytestmark = pytest.mark.slow
 RESULT_KEYS = {"test/acc1", "test/acc5", "val/acc1", "params", "macs", "epochs", "wall_s", "overrides"}
 # Synthetic data, 4 epochs of 32 batches: long enough to kill mid-run, short enough for a test.
 RESUMABLE = ("data=synthetic", "data.num_samples=1024", "recipe.batch_size=32", "recipe.epochs=4",
              "trainer.enable_progress_bar=false")
-
-
-def compose_config(*overrides: str):
-    register_configs()
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides), return_hydra_config=False)
 
 
 def test_default_digits_run_writes_results(tmp_path):
@@ -40,6 +31,8 @@ def test_default_digits_run_writes_results(tmp_path):
     assert 0.0 <= results["test/acc1"] <= results["test/acc5"] <= 1.0
     assert results["params"] > 0 and results["macs"] > 0
     assert results["overrides"] == list(QUICK)
+    assert results["identity_config"]["model.name"] == "cvt_tiny" and len(results["identity"]) == 16
+    assert {"torch", "lightning", "timm", "cvt_lab", "python"} <= results["versions"].keys()
     assert (tmp_path / ".hydra" / "config.yaml").is_file()  # the resolved config
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
     assert (tmp_path / "csv" / "version_0" / "metrics.csv").is_file()
@@ -66,7 +59,7 @@ def test_killed_run_resumes_to_the_uninterrupted_metrics(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    assert not (killed / "results.json").exists()
+    assert read_results(killed)["status"] == "running"
 
     run_cli(*RESUMABLE, run_dir=killed)  # the same command, the same directory
     resumed = read_results(killed)
@@ -130,32 +123,86 @@ def test_eval_of_a_released_format_checkpoint(tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("args", "message", "code"),
+    [
+        (["model=nope"], "Available options in 'model'", 1),  # Hydra's own config errors exit 1
+        (["model.heads=[1,3,4]"], "not divisible", 2),
+    ],
+)
+def test_bad_input_fails_with_one_clear_message(tmp_path, args, message, code):
+    proc = run_cli(*args, *QUICK, run_dir=tmp_path, check=False)
+    assert proc.returncode == code
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def offline(*args, **kwargs):
+    from urllib.error import URLError
+
+    raise URLError(OSError(-3, "Temporary failure in name resolution"))
+
+
+@pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["model=nope"], "Available options in 'model'"),
-        (["recipe.optimiser.lr=1"], "optimiser"),
-        (["recipe.epochs=many"], "recipe.epochs"),
-        (["model.heads=[1,3,4]"], "not divisible"),
+        (["model.dims=[32,64]"], "model: CvT: `dims` has 2 entries but the model has 3 stages"),
+        (["model.heads=[1,3,4]"], "model: CvT: stage 1 width 64 is not divisible by its 3 heads"),
         (["model.proj=[dw_bn,conv,linear]"], "valid choices are"),
+        pytest.param(["trainer=gpu"], "needs a CUDA GPU and torch finds none here: use trainer=cpu",
+                     marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")),
+        (["recipe.epochs=-3"], "recipe.epochs=-3: give at least 1"),
+        (["trainer.precision=fp8"], "trainer: Precision 'fp8' is invalid"),
+        (["threads=-2"], "threads=-2: give a number of torch threads"),
+        (["resume={bad}"], "resume={bad}: cannot read this checkpoint"),
+        (["mode=eval", "checkpoint={bad}"], "cannot read checkpoint {bad}"),
         (["data=imagefolder", "data.root=/nonexistent/imagenet"], "Expected ImageNet layout"),
+        (["data=cifar10", "data.download=true", "data.root={tmp}/cifar10", "data.num_workers=0"],
+         "cannot download the dataset ([Errno -3] Temporary failure in name resolution): data.download=true"),
         (["mode=eval"], "checkpoint=PATH"),
         (["logger.kind=mlflow"], "valid choices are csv, tensorboard, wandb"),
     ],
 )
-def test_bad_input_fails_with_one_clear_message(tmp_path, args, message):
-    proc = run_cli(*args, *QUICK, run_dir=tmp_path, check=False)
-    assert proc.returncode != 0
-    assert message in proc.stderr + proc.stdout
-    assert "Traceback" not in proc.stderr
+def test_bad_input_is_one_message_and_recorded(tmp_path, monkeypatch, args, message):
+    """Each bad input of issue 10's list is one JobError (exit code 2 in the CLI, see above), with the errors of
+    objects being built unwrapped from Hydra's InstantiationException; the run's record says why it failed."""
+    import urllib.request
 
+    from cvt_lab.train import JobError, run
 
-def test_corrupt_checkpoint_is_refused_by_path(tmp_path):
-    bad = tmp_path / "broken.pth"
+    monkeypatch.setattr(urllib.request, "urlopen", offline)  # tests never touch the network
+    bad = tmp_path / "broken.ckpt"
     bad.write_bytes(b"not a checkpoint")
-    proc = run_cli("mode=eval", f"checkpoint={bad}", *QUICK, run_dir=tmp_path / "run", check=False)
-    assert proc.returncode != 0
-    assert str(bad) in proc.stderr
-    assert read_results(tmp_path / "run")["status"] == "failed"
+    fill = {"bad": bad, "tmp": tmp_path}
+    with pytest.raises(JobError) as failed:
+        run(compose_config(*TINY, *(a.format(**fill) for a in args)), tmp_path / "run")
+    assert message.format(**fill) in str(failed.value) and "\n" not in str(failed.value)
+    record = read_results(tmp_path / "run")
+    assert record["status"] == "failed" and record["error"] == str(failed.value)
+
+
+def test_convert_to_an_unwritable_path_is_one_message(tmp_path, capsys):
+    from cvt_lab.checkpoint import main
+    from cvt_lab.models import create_model
+
+    src = export_released(create_model("cvt_tiny", num_classes=10), tmp_path / "tiny.pth")
+    blocked = tmp_path / "a_file"
+    blocked.write_text("")
+    assert main(["convert", str(src), str(blocked / "out.pth")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot write {blocked / 'out.pth'}") and len(err.strip().splitlines()) == 1
+
+
+def test_parallel_runs_get_directories_of_their_own(tmp_path):
+    """The issue's `for s in 0 1 2; do python -m cvt_lab seed=$s ... & done`: three directories, three seeds."""
+    logs = [tmp_path / f"seed{s}.log" for s in range(3)]
+    procs = [subprocess.Popen([sys.executable, "-m", "cvt_lab", f"seed={s}", *TINY, f"paths.output_dir={tmp_path}"],
+                              env=cli_env(), stdout=subprocess.DEVNULL, stderr=log.open("w")) for s, log in enumerate(logs)]
+    for proc, log in zip(procs, logs):
+        assert proc.wait(timeout=300) == 0, log.read_text()[-3000:]
+    runs = sorted((tmp_path / "runs").iterdir())
+    assert len(runs) == 3
+    assert sorted(read_results(r)["seed"] for r in runs) == [0, 1, 2]
+    assert all(read_results(r)["run_dir"] == str(r) for r in runs)
 
 
 def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
@@ -172,13 +219,13 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path, mo
     monkeypatch.setattr(CvT, "forward", forward_nan_once_poisoned)
     monkeypatch.setattr(ImageClassifier, "on_train_epoch_end", lambda self: setattr(self.model, "poisoned", True))
     cfg = compose_config(*RESUMABLE, "recipe.epochs=3", "data.num_samples=64")
-    with pytest.raises(JobError, match="loss is nan at epoch 1.*last good checkpoint is kept"):
+    with pytest.raises(JobError, match="loss is nan at epoch 1.*last good checkpoint is kept.*new run directory"):
         run(cfg, tmp_path, overrides=[])
     last = tmp_path / "checkpoints" / "last.ckpt"
     state = torch.load(last, map_location="cpu", weights_only=False)
     assert state["epoch"] == 0
     assert all(torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point())
-    assert not (tmp_path / "results.json").exists()
+    assert read_results(tmp_path)["status"] == "failed" and "loss is nan" in read_results(tmp_path)["error"]
 
 
 def test_same_seed_same_metrics_and_precision_override(tmp_path):

@@ -4,6 +4,8 @@
     python -m cvt_lab model=cvt13 data=imagefolder data.root=/data/imagenet recipe=imagenet trainer=gpu
     python -m cvt_lab mode=eval checkpoint=CvT-13-224x224-IN-1k.pth model=cvt13 data=imagefolder ...
     python -m cvt_lab experiment=ablation_pos_embed -m  # a paper table as a sweep
+
+Exit codes: 0 done (or already finished), 2 bad input (one message), 1 a crash or a sweep with failed jobs.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from pathlib import Path
 
 import hydra
 import lightning.pytorch  # noqa: F401  imported before Hydra configures logging, so conf/config.yaml's levels apply
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from cvt_lab.config import register_configs
 from cvt_lab.paths import config_dir
@@ -22,59 +25,83 @@ from cvt_lab.paths import config_dir
 log = logging.getLogger("cvt_lab")
 
 
-def summary(results: dict) -> str:
-    def pct(key: str) -> str:
-        return "n/a" if results.get(key) is None else f"{100 * results[key]:.2f}%"
+def summary(record) -> str:
+    def pct(value: float | None) -> str:
+        return "n/a" if value is None else f"{100 * value:.2f}%"
 
-    return (
-        f"{results['model']} on {results['data']}: test top-1 {pct('test/acc1')}, top-5 {pct('test/acc5')}, "
-        f"val top-1 {pct('val/acc1')} | {results['params'] / 1e6:.3f}M params, {results['macs'] / 1e9:.4f} GMACs "
-        f"at {results['image_size']} | {results['epochs']} epochs in {results['wall_s']:.1f}s"
-    )
+    size = "" if record.params is None else (
+        f" | {record.params / 1e6:.3f}M params, {record.macs / 1e9:.4f} GMACs at {record.image_size}")
+    wall = "" if record.wall_s is None else f" | {record.epochs} epochs in {record.wall_s:.1f}s"
+    return (f"{record.model} on {record.data}: test top-1 {pct(record.test_acc1)}, top-5 {pct(record.test_acc5)}, "
+            f"val top-1 {pct(record.val_acc1)}{size}{wall}")
 
 
-def make_task(process_started: float):
-    """The Hydra task. A job that fails records its error in results.json (status "failed"); a single run
-    then exits non-zero with one message, while a sweep (-m) goes on with its other jobs.
+def save_config_snapshot(cfg: DictConfig, run_dir: Path) -> None:
+    """Hydra's ``.hydra/`` snapshot (config, hydra, overrides), written by the run once it owns its directory
+    (``hydra.output_subdir`` is null): a refused rerun never overwrites the snapshot of the run that is there."""
+    from hydra.core.hydra_config import HydraConfig
 
-    The first job's wall time counts from the process start (start-up included); later jobs of a sweep
-    that share the process count from their own start."""
-    first_job = [True]
+    out = run_dir / ".hydra"
+    out.mkdir(parents=True, exist_ok=True)
+    hydra_cfg = HydraConfig.instance().cfg
+    OmegaConf.save(cfg, out / "config.yaml")
+    OmegaConf.save(hydra_cfg, out / "hydra.yaml")
+    OmegaConf.save(hydra_cfg.hydra.overrides.task, out / "overrides.yaml")
 
-    def task(cfg: DictConfig) -> dict:
-        started = process_started if first_job[0] else time.time()
-        first_job[0] = False
+
+class Task:
+    """The Hydra task. A job that fails records its error in results.json (status "failed"); a single run then
+    exits with one message (code 2 for bad input, 1 for a crash), while in a sweep (-m) the job is marked
+    failed for Hydra and the sweep goes on (cvt_lab's sweeper ends it non-zero, naming the failed jobs).
+
+    Wall times count from the job's own start: the first job of a process from the process's start (start-up
+    included), later jobs sharing the process from their own start. A job run in a process of its own (the
+    pool launcher, SLURM) gets the task unpickled there, which restarts its clock and registers the resolvers."""
+
+    def __init__(self, started: float):
+        self.started = started
+        self.first_job = True
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.started, self.first_job = time.time(), True
+        register_configs()
+
+    def __call__(self, cfg: DictConfig) -> dict:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 
-        from cvt_lab.train import BAD_INPUT, record_failure, run
+        from cvt_lab.train import JobError, JobFailed, as_job_error, message_of, run
 
+        started = self.started if self.first_job else time.time()
+        self.first_job = False
         hc = HydraConfig.get()
-        run_dir, overrides = hc.runtime.output_dir, list(hc.overrides.task)
+        run_dir, overrides = Path(hc.runtime.output_dir), list(hc.overrides.task)
         try:
-            results = run(cfg, run_dir, overrides, started=started)
-        except Exception as e:  # noqa: BLE001 - every failure is recorded; see the docstring
-            results = record_failure(run_dir, overrides, e)
-            if isinstance(e, BAD_INPUT):
-                log.error("error: %s", results["error"])
+            record = run(cfg, run_dir, overrides, started=started, on_start=lambda: save_config_snapshot(cfg, run_dir))
+        except Exception as e:  # noqa: BLE001 - every failure is reported; see the docstring
+            error = as_job_error(e)
+            bad_input, message = isinstance(error, JobError), message_of(error)
+            if bad_input:
+                log.error("error: %s", message)
             else:
-                log.exception("job failed")
-            if hc.mode != RunMode.MULTIRUN:
-                print(f"error: {results['error']}", file=sys.stderr)
-                print(f"run directory: {run_dir}")
-                sys.exit(2 if isinstance(e, BAD_INPUT) else 1)
-            return results
-        print(summary(results))
+                log.error("job failed", exc_info=error)
+            if hc.mode == RunMode.MULTIRUN:
+                raise JobFailed(message) from None
+            print(f"error: {message}", file=sys.stderr)
+            print(f"run directory: {run_dir}")
+            sys.exit(2 if bad_input else 1)
+        print(summary(record))
         print(f"run directory: {run_dir}")
-        return results
-
-    return task
+        return record.to_json()
 
 
 def main() -> None:
     started = time.time()  # start-up counts in the run's wall time
     register_configs()
-    hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(make_task(started))()
+    task = Task(started)
+    # A bound method, not the instance: Hydra names the job (and its log file) after the function's file.
+    hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(task.__call__)()
 
 
 if __name__ == "__main__":

@@ -369,6 +369,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # the destination cannot be written (read-only, not a directory, no space)
+        print(f"error: cannot write {args.dst}: {e.strerror or e}; give a writable destination", file=sys.stderr)
+        return 2
     print(f"wrote {out} ({args.to} layout)")
     return 0
 

@@ -45,8 +45,9 @@ class ModelConfig:
 
 @dataclass
 class AugmentConfig:
-    """Training augmentation. Image datasets go through timm's ``create_transform``; in-memory tensor
-    datasets (digits, synthetic) use the batch-level ``affine_*`` jitter and timm's RandomErasing."""
+    """Training augmentation. Image files go through timm's ``create_transform`` in the loader workers and
+    random erasing on the device; in-memory tensor datasets (digits, synthetic) use the batch-level
+    ``affine_*`` jitter and timm's RandomErasing on the device."""
 
     auto_augment: str | None = None  # e.g. "rand-m9-mstd0.5-inc1" (RandAugment)
     re_prob: float = 0.0  # random erasing probability
@@ -94,6 +95,7 @@ class RecipeConfig:
     mixup_prob: float = 1.0
     mixup_switch_prob: float = 0.5
     label_smoothing: float = 0.0
+    requires_checkpoint: bool = False  # fine-tuning recipes: refuse to train without checkpoint=PATH
 
 
 @dataclass
@@ -112,6 +114,7 @@ class DataConfig:
     split_seed: int = 0  # fixed splits: the same for every run and seed
     finetune_steps: int = 10000  # the paper's fine-tuning length on this dataset (recipe=finetune)
     num_samples: int = 512  # synthetic only
+    backend: str = "torch"  # imagefolder: torch (DataLoader workers) | dali (NVIDIA DALI on the GPU; the dali extra)
 
 
 @dataclass
@@ -179,8 +182,14 @@ class Config:
 
 
 def register_configs() -> None:
-    """Register the schemas with Hydra's ConfigStore (called before the app composes its config)."""
+    """Register the schemas with Hydra's ConfigStore and cvt_lab's config resolvers (called before the app
+    composes its config, and in every process that runs a job)."""
     from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
+
+    from cvt_lab.results import job_dirname
 
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
+    # Sweep job directories: the overrides, plus a short id of the checkpoint's contents (conf/config.yaml).
+    OmegaConf.register_new_resolver("cvt_lab.job_dirname", job_dirname, replace=True)

@@ -1,33 +1,80 @@
-"""One job: train (or evaluate) a model from a composed config and write ``results.json`` into the run dir."""
+"""One job: train (or evaluate) a model from a composed config; its record is the run dir's results.json.
+
+:func:`run` owns the run directory while it works (:func:`cvt_lab.results.run_lock`) and keeps it honest:
+a directory holding another config's run is refused, a finished one is skipped, an unfinished one resumes
+from its newest readable checkpoint. Bad input raises :class:`JobError` with one message.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
+import zipfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.error import URLError
 
 import lightning.pytorch as pl
 import torch
+from hydra.errors import CompactHydraException, InstantiationException
 from hydra.utils import instantiate
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from cvt_lab.complexity import count
 from cvt_lab.module import ImageClassifier, NonFiniteLossError
+from cvt_lab.results import (RESULTS_FILE, RunDirError, RunRecord, differences, identity_of, iso_time, read_record,
+                             run_lock, versions, write_record)
 
 log = logging.getLogger(__name__)
-RESULTS = "results.json"
 
 
 class JobError(RuntimeError):
-    """Bad input to a job (config, data, checkpoint): one message naming the problem and the fix."""
+    """Bad input to a job (config, data, checkpoint, run directory): one message naming the problem and the fix."""
+
+
+class RunDirTaken(JobError):
+    """The run directory holds another config's run: it is left untouched."""
+
+
+class JobFailed(CompactHydraException):
+    """A job of a sweep failed (its record holds the error); Hydra marks the job failed and the sweep goes on."""
 
 
 # Errors that mean bad input (config, data path, checkpoint) rather than a bug: reported as one message.
-BAD_INPUT: tuple[type[BaseException], ...] = (JobError, ValueError, FileNotFoundError, KeyError)
+BAD_INPUT: tuple[type[BaseException], ...] = (JobError, RunDirError, ValueError, FileNotFoundError, KeyError,
+                                              MisconfigurationException)
+
+
+def as_job_error(error: BaseException) -> BaseException:
+    """The error to report: the one ``hydra.utils.instantiate`` wrapped, bad input as one :class:`JobError`."""
+    while isinstance(error, InstantiationException) and error.__cause__ is not None:
+        error = error.__cause__
+    if isinstance(error, URLError):  # the only network access is torchvision's download
+        return JobError(f"cannot download the dataset ({error.reason}): data.download=true needs the network; "
+                        "put a local copy under data.root and set data.download=false")
+    if isinstance(error, BAD_INPUT) and not isinstance(error, JobError):
+        return JobError(str(error) or type(error).__name__)
+    return error
+
+
+def message_of(error: BaseException) -> str:
+    """One line for an error: a bad input's message, or a crash's type and message; notes appended."""
+    text = str(error) or type(error).__name__
+    if not isinstance(error, JobError):
+        text = f"{type(error).__name__}: {text}"
+    return "; ".join([text, *getattr(error, "__notes__", [])])
+
+
+def build(node: DictConfig, group: str, **kwargs: Any) -> Any:
+    """``instantiate(node)``; a bad-input error raised while building comes out as one message naming the group."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as e:
+        error = as_job_error(e)
+        raise (JobError(f"{group}: {error}") if isinstance(error, JobError) else error) from None
 
 
 class StartupTimer(Callback):
@@ -42,29 +89,135 @@ class StartupTimer(Callback):
             self.startup_s = time.time() - self.started
 
 
-def write_json(path: Path, data: dict) -> None:
-    """Write atomically: a job killed mid-write never leaves a truncated results file."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+def check_inputs(cfg: DictConfig) -> None:
+    """Refuse what cannot work before anything is built or written."""
+    if cfg.mode not in ("train", "eval"):
+        raise JobError(f"unknown mode {cfg.mode!r}; valid choices are 'train' and 'eval'")
+    if cfg.mode == "eval" and not cfg.checkpoint:
+        raise JobError("mode=eval needs the weights to evaluate: add checkpoint=PATH")
+    if cfg.mode == "train" and cfg.recipe.requires_checkpoint and not cfg.checkpoint:
+        raise JobError(f"recipe={cfg.recipe.name} fine-tunes pre-trained weights (as experiment=transfer does): add "
+                       "checkpoint=PATH (ours, a released .pth or a transformers directory)")
+    if cfg.recipe.epochs < 1:
+        raise JobError(f"recipe.epochs={cfg.recipe.epochs}: give at least 1 (training by steps: recipe.max_steps=N)")
+    if cfg.recipe.batch_size < 1:
+        raise JobError(f"recipe.batch_size={cfg.recipe.batch_size}: give at least 1")
+    if cfg.threads is not None and cfg.threads < 1:
+        raise JobError(f"threads={cfg.threads}: give a number of torch threads (at least 1), or threads=null for "
+                       "torch's default (every core)")
+    if cfg.trainer.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise JobError(f"trainer.accelerator={cfg.trainer.accelerator} (trainer=gpu) needs a CUDA GPU and torch finds "
+                       "none here: use trainer=cpu on this machine")
 
 
-def read_results(run_dir: Path) -> dict | None:
+def is_readable_checkpoint(path: Path) -> bool:
+    """A complete checkpoint file: torch.save writes a zip archive, whose directory and checksums a file cut
+    short (a kill while it was written) fails."""
     try:
-        return json.loads((Path(run_dir) / RESULTS).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is None
+    except (zipfile.BadZipFile, OSError, EOFError):
+        return False
+
+
+def resume_checkpoint(cfg: DictConfig, ckpt_dir: Path) -> str | None:
+    """The Lightning checkpoint to continue from: ``resume=`` (which must be readable), else the run's own
+    ``last.ckpt``, or when that is damaged the newest readable one beside it (with a warning)."""
+    if cfg.resume:
+        path = Path(cfg.resume)
+        if not path.is_file():
+            raise JobError(f"resume={path}: no such checkpoint; give the path of a .ckpt file (e.g. "
+                           "<run dir>/checkpoints/last.ckpt) or drop resume= to start afresh")
+        if not is_readable_checkpoint(path):
+            raise JobError(f"resume={path}: cannot read this checkpoint (cut short, or not a Lightning .ckpt); give "
+                           "another (e.g. the newest epochNNN.ckpt beside it) or drop resume= to start afresh")
+        return str(path)
+    found = sorted(ckpt_dir.glob("*.ckpt"), key=lambda p: (p.name == "last.ckpt", p.stat().st_mtime), reverse=True)
+    for path in found:
+        if is_readable_checkpoint(path):
+            if path != found[0]:
+                log.warning("%s cannot be read (cut short?); resuming from %s instead", found[0], path)
+            return str(path)
+    if found:
+        raise JobError(f"no readable checkpoint in {ckpt_dir} ({', '.join(p.name for p in found)} are damaged): delete "
+                       "them to start this run afresh, or continue from another with resume=PATH")
+    return None
+
+
+def claim(previous: RunRecord | None, record: RunRecord, cfg: DictConfig, run_dir: Path) -> RunRecord | None:
+    """Decide what to do with the run directory's earlier record: the finished record when this exact run is
+    done (skip it), None to go on; :class:`RunDirTaken` when it holds another config's results or checkpoints."""
+    if previous is None:
         return None
+    changed = differences(previous, record)
+    if changed:
+        holds = previous.status != "failed" or any((run_dir / "checkpoints").glob("*.ckpt"))
+        if holds and not (cfg.resume and cfg.mode == previous.mode == "train"):
+            also = "" if cfg.mode != previous.mode else (
+                f", or continue its checkpoints with this config on purpose: resume={run_dir}/checkpoints/last.ckpt")
+            raise RunDirTaken(f"{run_dir} holds a {previous.status} {previous.mode} run of another config "
+                              f"({'; '.join(changed)}); its results and checkpoints belong to that config. Run in a "
+                              f"new directory (drop hydra.run.dir, or another paths.output_dir for a sweep){also}")
+        if holds:
+            log.warning("resume=%s: continuing a run of another config (%s)", cfg.resume, "; ".join(changed))
+        return None
+    if previous.status == "finished" and previous.mode == cfg.mode:
+        log.info("already finished: %s (delete it to run again)", run_dir / RESULTS_FILE)
+        return previous
+    return None
 
 
-def record_failure(run_dir: Path, overrides: list[str], error: BaseException) -> dict:
-    """Mark a job failed in its results.json; its checkpoints stay, so re-running resumes it."""
-    message = str(error) or type(error).__name__
-    if not isinstance(error, BAD_INPUT):
-        message = f"{type(error).__name__}: {message}"
-    results = {"status": "failed", "error": message, "overrides": list(overrides), "run_dir": str(run_dir)}
-    Path(run_dir).mkdir(parents=True, exist_ok=True)
-    write_json(Path(run_dir) / RESULTS, results)
-    return results
+def run(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = (), started: float | None = None,
+        on_start: Callable[[], None] | None = None) -> RunRecord:
+    """Train and test (``mode=train``) or evaluate a checkpoint (``mode=eval``) in ``run_dir``; returns its
+    record. ``on_start`` is called once the run owns the directory, before it starts (the config snapshot).
+    A failure is recorded (unless the directory belongs to another run) and raised: bad input as :class:`JobError`."""
+    started = time.time() if started is None else started
+    run_dir = Path(run_dir)
+    with run_lock(run_dir):
+        previous = read_record(run_dir)
+        record = RunRecord(status="running", mode=cfg.mode, overrides=list(overrides), run_dir=str(run_dir),
+                           started_at=iso_time(started), versions=versions(), seed=cfg.seed, model=cfg.model.name,
+                           data=cfg.data.name, recipe=cfg.recipe.name, checkpoint=cfg.checkpoint,
+                           precision=str(cfg.trainer.precision), experiment=OmegaConf.to_container(
+                               cfg.experiment, resolve=True) if cfg.experiment is not None else None)
+        if previous is not None:  # until this run has an identity, a failure keeps the directory's
+            record.identity, record.identity_config = previous.identity, previous.identity_config
+        try:
+            check_inputs(cfg)
+            record.identity, record.identity_config = identity_of(cfg)
+            done = claim(previous, record, cfg, run_dir)
+            if done is not None:
+                return done
+            resume = resume_checkpoint(cfg, run_dir / "checkpoints") if cfg.mode == "train" else None
+            if on_start is not None:
+                on_start()
+            write_record(run_dir, record)
+            train(cfg, run_dir, record, resume, started)
+            write_record(run_dir, record)
+        except RunDirTaken:
+            raise
+        except Exception as e:
+            error = as_job_error(e)
+            record_failure(run_dir, record, previous, error, started)
+            if error is e:
+                raise
+            raise error from None
+        return record
+
+
+def record_failure(run_dir: Path, record: RunRecord, previous: RunRecord | None, error: BaseException,
+                   started: float) -> None:
+    """Mark the run failed in its record (its checkpoints stay, so re-running resumes it); never over a
+    finished record. When the record cannot be written, the reason joins the error's message."""
+    if previous is not None and previous.status == "finished":
+        return
+    record.status, record.error = "failed", message_of(error)
+    record.wall_s = round(time.time() - started, 2)
+    try:
+        write_record(run_dir, record)
+    except OSError as e:
+        error.add_note(f"the failure could not be recorded in {run_dir / RESULTS_FILE}: {e.strerror or e}")
 
 
 def _metric(metrics: dict, key: str) -> float | None:
@@ -72,54 +225,38 @@ def _metric(metrics: dict, key: str) -> float | None:
     return None if value is None else float(value)
 
 
-def run(cfg: DictConfig, run_dir: Path, overrides: list[str], started: float | None = None) -> dict[str, Any]:
-    """Train and test (``mode=train``) or evaluate a checkpoint (``mode=eval``); returns the results."""
-    started = started or time.time()
-    run_dir = Path(run_dir)
-    if cfg.mode not in ("train", "eval"):
-        raise JobError(f"unknown mode {cfg.mode!r}; valid choices are 'train' and 'eval'")
-    if cfg.mode == "eval" and not cfg.checkpoint:
-        raise JobError("mode=eval needs the weights to evaluate: add checkpoint=PATH")
-    previous = read_results(run_dir)
-    if cfg.mode == "train" and previous and previous.get("status") == "finished" and previous.get("mode") == "train":
-        log.info("already finished: %s (delete it to run again)", run_dir / RESULTS)
-        return previous
-
+def train(cfg: DictConfig, run_dir: Path, record: RunRecord, resume: str | None, started: float) -> None:
+    """Build everything from the config, fit (train mode) and test; fills ``record`` in."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     image_size = cfg.recipe.image_size or cfg.model.img_size
-    model = instantiate(cfg.model)
+    model = build(cfg.model, "model")
     if cfg.checkpoint:
         from cvt_lab.checkpoint import load_checkpoint
 
-        loaded = load_checkpoint(getattr(model, "_orig_mod", model), cfg.checkpoint)
+        loaded = load_checkpoint(model, cfg.checkpoint)
         if cfg.mode == "eval" and loaded.head_replaced:
             raise JobError(f"checkpoint={cfg.checkpoint} was trained for another number of classes than "
                            f"data={cfg.data.name} ({cfg.data.num_classes}); evaluating it needs its own head: "
                            "pick the matching data (or data.num_classes), or fine-tune it with mode=train")
     size = count(model, image_size, in_chans=cfg.model.in_chans)
     mixup = cfg.recipe.mixup > 0 or cfg.recipe.cutmix > 0
-    datamodule = instantiate(cfg.data, batch_size=cfg.recipe.batch_size, image_size=image_size,
-                             augment=OmegaConf.to_object(cfg.recipe.augment), drop_last=mixup, seed=cfg.seed)
-    recipe = OmegaConf.to_object(cfg.recipe)
-    module = ImageClassifier(model, recipe, num_classes=cfg.data.num_classes)
+    datamodule = build(cfg.data, "data", batch_size=cfg.recipe.batch_size, image_size=image_size,
+                       augment=OmegaConf.to_object(cfg.recipe.augment), drop_last=mixup, seed=cfg.seed)
+    module = ImageClassifier(model, OmegaConf.to_object(cfg.recipe), num_classes=cfg.data.num_classes)
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    logger = instantiate(cfg.logger, _recursive_=False, _convert_="all", save_dir=str(run_dir), name=cfg.logger.name or ",".join(overrides) or "default",
-                         run_config=resolved)
+    logger = build(cfg.logger, "logger", _recursive_=False, _convert_="all", save_dir=str(run_dir),
+                   name=cfg.logger.name or ",".join(record.overrides) or "default", run_config=resolved)
     if cfg.logger.kind != "wandb":
         logger.log_hyperparams(resolved)
     ckpt_dir = run_dir / "checkpoints"
     timer = StartupTimer(started)
     callbacks = [ModelCheckpoint(dirpath=ckpt_dir, filename="epoch{epoch:03d}", auto_insert_metric_name=False,
                                  save_last=True, save_top_k=1, every_n_epochs=1), timer]
-    trainer: pl.Trainer = instantiate(cfg.trainer, default_root_dir=str(run_dir), logger=logger, callbacks=callbacks)
-
-    resume = cfg.resume or (str(ckpt_dir / "last.ckpt") if (ckpt_dir / "last.ckpt").is_file() else None)
-    if resume and not Path(resume).is_file():
-        raise JobError(f"resume={resume}: no such checkpoint; give the path of a .ckpt file (e.g. "
-                       f"<run dir>/checkpoints/last.ckpt) or drop resume= to start afresh")
+    trainer: pl.Trainer = build(cfg.trainer, "trainer", default_root_dir=str(run_dir), logger=logger,
+                                callbacks=callbacks)
     try:
         if cfg.mode == "train":
             if resume:
@@ -135,39 +272,21 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str], started: float | N
         last = ckpt_dir / "last.ckpt"
         kept = f"the last good checkpoint is kept: {last}" if last.is_file() else "no checkpoint was written yet"
         raise JobError(f"{e}; the run stopped and {kept}. Lower recipe.optimizer.lr, set "
-                       "recipe.optimizer.grad_clip, or use trainer.precision=32-true") from None
+                       "recipe.optimizer.grad_clip, or use trainer.precision=32-true, in a new run directory "
+                       "(or resume= from that checkpoint on purpose)") from None
     finally:
         if cfg.logger.kind == "wandb":
             import wandb
 
             wandb.finish()  # runs sharing a process (a sweep) must never merge into one W&B run
 
-    results = {
-        "status": "finished",
-        "mode": cfg.mode,
-        "test/acc1": _metric(metrics, "test/acc1"),
-        "test/acc5": _metric(metrics, "test/acc5"),
-        "val/acc1": _metric(metrics, "val/acc1"),
-        "val/acc5": _metric(metrics, "val/acc5"),
-        "test/loss": _metric(metrics, "test/loss"),
-        "params": size.params,
-        "macs": size.macs,
-        "image_size": image_size,
-        "epochs": trainer.current_epoch if cfg.mode == "train" else 0,
-        "steps": trainer.global_step,
-        "wall_s": round(time.time() - started, 2),
-        "startup_s": None if timer.startup_s is None else round(timer.startup_s, 2),
-        "seed": cfg.seed,
-        "model": cfg.model.name,
-        "data": cfg.data.name,
-        "recipe": cfg.recipe.name,
-        "precision": str(cfg.trainer.precision),
-        "threads": torch.get_num_threads(),
-        "checkpoint": cfg.checkpoint,
-        "experiment": OmegaConf.to_container(cfg.experiment, resolve=True) if cfg.experiment is not None else None,
-        "overrides": list(overrides),
-        "run_dir": str(run_dir),
-        "torch": torch.__version__,
-    }
-    write_json(run_dir / RESULTS, results)
-    return results
+    record.status = "finished"
+    record.test_acc1, record.test_acc5 = _metric(metrics, "test/acc1"), _metric(metrics, "test/acc5")
+    record.val_acc1, record.val_acc5 = _metric(metrics, "val/acc1"), _metric(metrics, "val/acc5")
+    record.test_loss = _metric(metrics, "test/loss")
+    record.params, record.macs, record.image_size = size.params, size.macs, image_size
+    record.epochs = trainer.current_epoch if cfg.mode == "train" else 0
+    record.steps = trainer.global_step
+    record.wall_s = round(time.time() - started, 2)
+    record.startup_s = None if timer.startup_s is None else round(timer.startup_s, 2)
+    record.threads = torch.get_num_threads()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -17,6 +16,7 @@ from typing import Any, Sequence
 from hydra.core.config_store import ConfigStore
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
+from hydra.errors import CompactHydraException
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -38,6 +38,16 @@ class PoolLauncherConf:
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="cvt_lab_pool", node=PoolLauncherConf, provider="cvt_lab")
+
+
+class JobCrashed(CompactHydraException):
+    """A job's process died before it could report."""
+
+
+def job_dir(sweep_config: DictConfig) -> Path:
+    """A job's directory, resolved here, where the config's resolvers are registered (the worker may not
+    have them before it unpickles the task)."""
+    return Path(str(sweep_config.hydra.sweep.dir)) / str(sweep_config.hydra.sweep.subdir)
 
 
 def make_slots(pin_gpus: bool, num_gpus: int | None, devices: Sequence[int] | None, gpus_per_job: int,
@@ -155,20 +165,16 @@ class PoolLauncher(Launcher):
         if returncode == 0 and ret_path.is_file():
             with open(ret_path, "rb") as f:
                 return cloudpickle.load(f)
-        # The job's process died (killed, out of memory, a crash in native code): record it as failed so the
-        # report shows it, unless the job got as far as finishing.
+        # The job's process died (killed, out of memory, a crash in native code): it is failed for Hydra (the
+        # sweep fails once every job ran) and in its results.json, unless it got as far as finishing.
         error = f"job process exited with code {returncode} (killed or crashed; see the sweep's log)"
         ret = JobReturn(overrides=list(OmegaConf.to_container(sweep_config.hydra.overrides.task)))
-        ret.status = JobStatus.COMPLETED  # the sweep goes on; the failure is in the results
-        ret.return_value = {"status": "failed", "error": error}
+        ret.status = JobStatus.FAILED
+        ret.return_value = JobCrashed(error)
         try:
-            job_dir = Path(str(sweep_config.hydra.sweep.dir)) / str(sweep_config.hydra.sweep.subdir)
-            results = job_dir / "results.json"
-            previous = json.loads(results.read_text()) if results.is_file() else {}
-            if previous.get("status") != "finished":
-                job_dir.mkdir(parents=True, exist_ok=True)
-                results.write_text(json.dumps({**ret.return_value, "overrides": ret.overrides,
-                                               "run_dir": str(job_dir)}, indent=2) + "\n")
+            from cvt_lab.results import mark_failed
+
+            mark_failed(job_dir(sweep_config), error, ret.overrides)
         except Exception as e:  # noqa: BLE001 - the sweep must go on
             log.warning("could not record the failure of %s: %s", ret.overrides, e)
         log.error("job %s: %s", " ".join(ret.overrides), error)

@@ -9,7 +9,7 @@ def main(payload_path: str) -> int:
     import cloudpickle
     from hydra.core.hydra_config import HydraConfig
     from hydra.core.singleton import Singleton
-    from hydra.core.utils import run_job, setup_globals
+    from hydra.core.utils import JobStatus, run_job, setup_globals
 
     with open(payload_path, "rb") as f:
         payload = cloudpickle.load(f)
@@ -22,8 +22,16 @@ def main(payload_path: str) -> int:
     HydraConfig.instance().set_config(payload["config"])
     ret = run_job(hydra_context=payload["hydra_context"], task_function=payload["task_function"],
                   config=payload["config"], job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+    try:
+        data = cloudpickle.dumps(ret)
+    except Exception as e:  # noqa: BLE001 - e.g. an exception that cannot be pickled: keep its message
+        if ret.status == JobStatus.FAILED:
+            ret.return_value = RuntimeError(f"{type(ret._return_value).__name__}: {ret._return_value}")
+        else:
+            ret.return_value = f"(return value not picklable: {e})"
+        data = cloudpickle.dumps(ret)
     with open(payload["ret_path"], "wb") as f:
-        cloudpickle.dump(ret, f)
+        f.write(data)
     return 0
 
 

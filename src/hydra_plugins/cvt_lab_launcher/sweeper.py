@@ -1,0 +1,66 @@
+"""The sweeper (``hydra/sweeper=cvt_lab``, cvt_lab's default): Hydra's basic sweeper, except that a failed job
+never stops the sweep. Every job runs; then, if any failed, the sweep fails with one line naming each failed job
+and its error, so ``make`` and CI see it (exit code 1)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper, BasicSweeperConf
+from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.errors import CompactHydraException
+from omegaconf import OmegaConf
+
+
+@dataclass
+class FailureReportingSweeperConf(BasicSweeperConf):
+    _target_: str = "hydra_plugins.cvt_lab_launcher.sweeper.FailureReportingSweeper"
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="cvt_lab", node=FailureReportingSweeperConf,
+                             provider="cvt_lab")
+
+
+class SweepFailed(CompactHydraException):
+    """Some jobs of the sweep failed (Hydra prints this one message and exits 1)."""
+
+
+def failure_summary(returns: Sequence[JobReturn]) -> str | None:
+    """``"2 of 5 jobs failed: [seed=1] <error>; [...] ..."``, or None when none failed."""
+    failed = [r for r in returns if r.status == JobStatus.FAILED]
+    if not failed:
+        return None
+
+    def line(r: JobReturn) -> str:
+        error = r._return_value  # the exception (JobReturn.return_value would raise it)
+        text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return f"[{' '.join(r.overrides or [])}] {text}"
+
+    return f"{len(failed)} of {len(returns)} jobs failed: " + "; ".join(map(line, failed))
+
+
+class FailureReportingSweeper(BasicSweeper):
+    def sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
+        assert self.config is not None and self.launcher is not None and self.hydra_context is not None
+        params = self._parse_config() + list(arguments)
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        self.overrides = self.split_arguments(parser.parse_overrides(params), self.max_batch_size)
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+
+        returns: list[Sequence[JobReturn]] = []
+        initial_job_idx = 0
+        while not self.is_done():
+            batch = self.get_job_batch()
+            self.validate_batch_is_legal(batch)
+            returns.append(self.launcher.launch(batch, initial_job_idx=initial_job_idx))
+            initial_job_idx += len(batch)
+        summary = failure_summary([r for batch in returns for r in batch])
+        if summary is not None:
+            raise SweepFailed(summary)
+        return returns

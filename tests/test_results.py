@@ -1,0 +1,232 @@
+"""The run record (cvt_lab.results) and what a run does with its directory (cvt_lab.train.run), in-process."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import threading
+
+import pytest
+import torch
+from conftest import TINY, compose_config
+
+from cvt_lab.results import (RESULTS_FILE, RunDirBusy, RunDirError, RunRecord, checkpoint_id, differences,
+                             identity_of, job_dirname, mark_failed, read_record, run_lock, write_record)
+from cvt_lab.train import JobError, RunDirTaken, run
+
+FLAT_KEYS = {"status", "mode", "test/acc1", "test/acc5", "val/acc1", "val/acc5", "test/loss", "params", "macs",
+             "image_size", "epochs", "steps", "wall_s", "startup_s", "seed", "model", "data", "recipe", "precision",
+             "threads", "checkpoint", "experiment", "overrides", "run_dir", "torch", "error", "identity",
+             "identity_config", "versions", "started_at"}
+
+
+# ------------------------------------------------------------------------------------------------ records
+
+
+def test_record_json_is_flat_and_round_trips():
+    record = RunRecord(status="finished", test_acc1=0.5, identity="ab", identity_config={"seed": 0},
+                       versions={"torch": "2.x"}, extra={"from_a_newer_version": 1})
+    data = record.to_json()
+    assert FLAT_KEYS <= data.keys() and data["test/acc1"] == 0.5 and data["torch"] == "2.x"
+    assert data["from_a_newer_version"] == 1  # unknown keys are kept
+    assert RunRecord.from_json(json.loads(json.dumps(data))) == record
+    old = RunRecord.from_json({"status": "finished", "test/acc1": 0.9, "torch": "2.0"})  # before identities
+    assert old.versions == {"torch": "2.0"} and old.identity is None and old.extra == {}
+
+
+def test_read_record_missing_unreadable_and_written(tmp_path):
+    assert read_record(tmp_path) is None
+    (tmp_path / RESULTS_FILE).write_text('{"status": "fini')  # cut short
+    broken = read_record(tmp_path)
+    assert broken.status == "failed" and "unreadable" in broken.error
+    write_record(tmp_path, RunRecord(status="finished", seed=3))
+    assert read_record(tmp_path).seed == 3
+    assert '"status": "finished"' in (tmp_path / RESULTS_FILE).read_text()  # the Makefile greps for this
+
+
+def test_concurrent_writers_never_share_a_temporary_file(tmp_path):
+    def write(seed: int) -> None:
+        for _ in range(20):
+            write_record(tmp_path, RunRecord(status="finished", seed=seed))
+
+    threads = [threading.Thread(target=write, args=(s,)) for s in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert read_record(tmp_path).seed in (0, 1, 2)
+    assert [p.name for p in tmp_path.iterdir()] == [RESULTS_FILE]  # no temporary file left behind
+
+
+def test_run_lock_refuses_a_second_owner_and_is_released(tmp_path):
+    with run_lock(tmp_path):
+        with pytest.raises(RunDirBusy, match="in use by another run"):
+            with run_lock(tmp_path):
+                pass
+    with run_lock(tmp_path):  # released
+        pass
+    blocked = tmp_path / "a_file"
+    blocked.write_text("")
+    with pytest.raises(RunDirError, match="cannot write in the run directory"):
+        with run_lock(blocked / "run"):
+            pass
+
+
+def test_mark_failed_keeps_finished_records_and_what_a_run_knew(tmp_path):
+    write_record(tmp_path, RunRecord(status="running", identity="abc", seed=1))
+    assert mark_failed(tmp_path, "killed").status == "failed"
+    record = read_record(tmp_path)
+    assert (record.status, record.error, record.identity, record.seed) == ("failed", "killed", "abc", 1)
+    write_record(tmp_path, RunRecord(status="finished"))
+    assert mark_failed(tmp_path, "killed") is None and read_record(tmp_path).status == "finished"
+
+
+# ----------------------------------------------------------------------------------------------- identity
+
+
+def test_identity_is_the_result_defining_config(tmp_path):
+    base = identity_of(compose_config(*TINY))
+    assert base[1]["model.dims"] == [32, 64, 128] and base[1]["seed"] == 0 and base[1]["checkpoint"] is None
+    assert not any(k.startswith(("logger", "paths", "hydra")) for k in base[1])
+    for plumbing in (["logger=tensorboard"], ["threads=2"], ["paths.output_dir=elsewhere"], ["launcher=cpu_parallel"],
+                     ["trainer.enable_progress_bar=true"], ["resume=x.ckpt"], ["data.num_workers=2"]):
+        assert identity_of(compose_config(*TINY, *plumbing))[0] == base[0], plumbing
+    for result in (["model.dims=[16,32,64]"], ["seed=1"], ["recipe.optimizer.lr=1e-4"], ["mode=eval"],
+                   ["trainer.precision=bf16-mixed"]):
+        assert identity_of(compose_config(*TINY, *result))[0] != base[0], result
+
+    a, b, copy = tmp_path / "a.pth", tmp_path / "b.pth", tmp_path / "elsewhere" / "a.pth"
+    torch.save({"w": torch.zeros(2)}, a)
+    torch.save({"w": torch.ones(2)}, b)
+    copy.parent.mkdir()
+    shutil.copy(a, copy)
+    assert checkpoint_id(a) == checkpoint_id(copy) != checkpoint_id(b)  # the contents, not the path
+    ids = [identity_of(compose_config(*TINY, f"checkpoint={p}"))[0] for p in (a, copy, b)]
+    assert ids[0] == ids[1] != ids[2] and base[0] not in ids
+
+
+def test_sweep_job_directory_names_the_checkpoint_contents(tmp_path):
+    a, b = tmp_path / "a.pth", tmp_path / "b.pth"
+    torch.save({"w": torch.zeros(2)}, a)
+    torch.save({"w": torch.ones(2)}, b)
+    names = []
+    for ckpt in (a, b):
+        _, composed = compose_config("experiment=transfer", f"checkpoint={ckpt}", "data=digits", "seed=1", hydra=True)
+        names.append(str(composed.hydra.sweep.subdir))
+    assert names[0] == f"data=digits,seed=1,checkpoint={checkpoint_id(a)[:8]}" and names[0] != names[1]
+    assert job_dirname("seed=0", None) == "seed=0"
+
+
+def test_differences_name_the_changed_keys_only():
+    old = RunRecord(status="finished", identity="1", identity_config={"a": 1, "b": [1], "gone": 0})
+    new = RunRecord(status="running", identity="2", identity_config={"a": 2, "b": [1], "added": 0})
+    assert differences(old, new) == ["a: 1 -> 2"]
+    assert differences(RunRecord(status="finished"), new) == []  # a record from before identities
+
+
+# --------------------------------------------------------------------------------- a run and its directory
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished tiny run (in-process): its directory and its record."""
+    run_dir = tmp_path_factory.mktemp("finished")
+    record = run(compose_config(*TINY), run_dir, overrides=list(TINY))
+    assert record.status == "finished" and record.identity
+    return run_dir
+
+
+@pytest.fixture
+def copy_of(finished, tmp_path):
+    target = tmp_path / "run"
+    shutil.copytree(finished, target)
+    return target
+
+
+def test_rerun_with_another_config_is_refused_and_changes_nothing(copy_of):
+    before = (copy_of / RESULTS_FILE).read_bytes()
+    started = []
+    with pytest.raises(RunDirTaken) as refused:
+        run(compose_config(*TINY, "model.dims=[16,32,64]"), copy_of, on_start=lambda: started.append(1))
+    message = str(refused.value)
+    assert "model.dims: [32, 64, 128] -> [16, 32, 64]" in message
+    assert "new directory" in message and "resume=" in message and "\n" not in message
+    assert (copy_of / RESULTS_FILE).read_bytes() == before and not started  # nor the config snapshot
+
+    again = run(compose_config(*TINY), copy_of, on_start=lambda: started.append(1))  # the same config: skipped
+    assert again == read_record(copy_of) and not started
+
+
+def test_unfinished_run_with_another_lr_is_refused_unless_resumed_on_purpose(copy_of):
+    record = read_record(copy_of)
+    record.status = "failed"  # e.g. the NaN stop: its checkpoints stay
+    write_record(copy_of, record)
+    with pytest.raises(RunDirTaken, match=r"recipe.optimizer.lr: 0.002 -> 0.0001"):
+        run(compose_config(*TINY, "recipe.optimizer.lr=1e-4"), copy_of)
+    resumed = run(compose_config(*TINY, "recipe.optimizer.lr=1e-4", f"resume={copy_of}/checkpoints/last.ckpt"),
+                  copy_of)
+    assert resumed.status == "finished" and resumed.identity_config["recipe.optimizer.lr"] == 1e-4
+
+
+def test_eval_never_replaces_a_training_record(copy_of, tmp_path):
+    before = (copy_of / RESULTS_FILE).read_bytes()
+    bad = tmp_path / "broken.pth"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(RunDirTaken, match="holds a finished train run.*mode: 'train' -> 'eval'"):
+        run(compose_config(*TINY, "mode=eval", f"checkpoint={bad}"), copy_of)
+    assert (copy_of / RESULTS_FILE).read_bytes() == before
+
+
+def test_truncated_last_checkpoint_falls_back_to_the_newest_readable(copy_of, caplog):
+    last = copy_of / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    record = read_record(copy_of)
+    record.status = "running"  # killed while writing last.ckpt
+    write_record(copy_of, record)
+    with caplog.at_level(logging.WARNING, logger="cvt_lab.train"):
+        resumed = run(compose_config(*TINY), copy_of)
+    assert resumed.status == "finished" and resumed.epochs == 1
+    assert "last.ckpt cannot be read" in caplog.text and "epoch000.ckpt" in caplog.text
+
+    for p in (copy_of / "checkpoints").glob("*.ckpt"):  # nothing readable left: refuse, keep the files
+        p.write_bytes(b"cut")
+    record.status = "running"
+    write_record(copy_of, record)
+    with pytest.raises(JobError, match="no readable checkpoint"):
+        run(compose_config(*TINY), copy_of)
+
+
+def test_a_second_owner_of_a_run_directory_is_refused(tmp_path):
+    with run_lock(tmp_path):
+        with pytest.raises(RunDirBusy, match=r"in use by another run \(pid \d+\)"):
+            run(compose_config(*TINY), tmp_path)
+    assert read_record(tmp_path) is None
+
+
+@pytest.mark.parametrize("overrides", [["experiment=transfer", "data=digits"], ["recipe=finetune"]])
+def test_fine_tuning_refuses_to_start_without_a_checkpoint(tmp_path, overrides):
+    cfg, _ = compose_config(*TINY, *overrides, hydra=True)
+    with pytest.raises(JobError, match="fine-tunes pre-trained weights.*add checkpoint=PATH"):
+        run(cfg, tmp_path)
+    record = read_record(tmp_path)
+    assert record.status == "failed" and not (tmp_path / "checkpoints").exists()
+
+
+def test_a_failure_that_cannot_be_recorded_says_why(tmp_path, monkeypatch):
+    """The run directory turns read-only mid-run: the checkpoint cannot be saved, nor the failure recorded."""
+    import lightning.pytorch as pl
+
+    import cvt_lab.train as train
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    writes = []
+    real_write = train.write_record
+    monkeypatch.setattr(train, "write_record", lambda *a: read_only() if writes else writes.append(real_write(*a)))
+    monkeypatch.setattr(pl.Trainer, "save_checkpoint", read_only)
+    with pytest.raises(PermissionError) as failed:
+        run(compose_config(*TINY), tmp_path)
+    assert any("failure could not be recorded in" in n and "Permission denied" in n for n in failed.value.__notes__)
+    assert read_record(tmp_path).status == "running"  # the last record it could write
