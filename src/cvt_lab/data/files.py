@@ -1,7 +1,10 @@
 """Datasets read from disk: an ImageNet-layout folder and torchvision's CIFAR, Pets and Flowers.
 
-Images go through timm's ``create_transform`` (RandAugment, random erasing, bicubic random resized
-crop for training; resize + centre crop by ``crop_pct`` for evaluation), configured by the recipe.
+Loader workers decode and augment each image with timm's ``create_transform`` (bicubic random resized crop,
+flip, RandAugment for training; resize + centre crop by ``crop_pct`` for evaluation), configured by the recipe,
+and hand over uint8 tensors: a quarter of the bytes of floats to collate, pin and copy. The float conversion,
+normalization and random erasing run on the batch after it reaches the device (``on_after_batch_transfer``),
+as timm's own prefetching loader does: on the GPU under ``trainer=gpu``.
 """
 
 from __future__ import annotations
@@ -11,12 +14,33 @@ from pathlib import Path
 
 import torch
 import torchvision.datasets as tvd
-from timm.data import create_transform
+from PIL import Image
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
+from timm.data.auto_augment import RandAugment
+from timm.data.auto_augment import posterize as timm_posterize
 from torch.utils.data import Dataset, Subset
 
 from cvt_lab.data.base import DatasetNotFoundError, ImageDataModule
+from cvt_lab.data.dali import dali_loader, require_dali
 
 log = logging.getLogger(__name__)
+
+
+def posterize(img: Image.Image, bits_to_keep: int, **kwargs) -> Image.Image:
+    """timm's posterize, keeping 0 bits as the black image that RandAugment's strongest posterize means:
+    Pillow >= 13 refuses 0 bits, and the error would pass for an unreadable image."""
+    if bits_to_keep < 1:
+        return Image.new(img.mode, img.size)
+    return timm_posterize(img, bits_to_keep, **kwargs)
+
+
+def with_black_posterize(transform):
+    """``transform`` with its RandAugment's posterize ops using :func:`posterize`."""
+    for t in getattr(transform, "transforms", []):
+        for op in t.ops if isinstance(t, RandAugment) else []:
+            if op.aug_fn is timm_posterize:
+                op.aug_fn = posterize
+    return transform
 
 
 class SkipUnreadable(Dataset):
@@ -48,16 +72,33 @@ class FileImageDataModule(ImageDataModule):
     """Shared transforms and the missing-dataset message for on-disk datasets."""
 
     layout = ""  # what is expected under root, for the error message
+    augments_per_image = True
 
-    def transform(self, train: bool):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # In 0-255 units, so that the uint8 batch is normalized in one subtract and one divide.
+        self.mean = torch.tensor(IMAGENET_DEFAULT_MEAN).mul(255).view(1, -1, 1, 1)
+        self.std = torch.tensor(IMAGENET_DEFAULT_STD).mul(255).view(1, -1, 1, 1)
+
+    def transform(self, train: bool, uint8: bool = True):
+        """timm's transform up to a uint8 (C, H, W) tensor; the rest is :meth:`on_after_batch_transfer`'s.
+        ``uint8=False``: timm's whole transform in the worker (float, normalized, erased), for comparison."""
         a = self.augment
         if not train:
             return create_transform(self.image_size, is_training=False, interpolation=a.interpolation,
-                                    crop_pct=a.crop_pct)
-        return create_transform(
+                                    crop_pct=a.crop_pct, normalize=not uint8)
+        return with_black_posterize(create_transform(
             self.image_size, is_training=True, scale=tuple(a.scale), ratio=tuple(a.ratio), hflip=a.hflip,
-            auto_augment=a.auto_augment, interpolation=a.interpolation, re_prob=a.re_prob, re_mode=a.re_mode,
-        )
+            auto_augment=a.auto_augment, interpolation=a.interpolation, normalize=not uint8,
+            re_prob=0 if uint8 else a.re_prob, re_mode=a.re_mode,
+        ))
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        images, labels = batch
+        if self.mean.device != images.device:  # moved once, not copied every step
+            self.mean, self.std = self.mean.to(images.device), self.std.to(images.device)
+        images = images.float().sub_(self.mean).div_(self.std)
+        return (self.random_erasing(images) if self.training else images), labels
 
     def not_found(self, detail: str = "") -> DatasetNotFoundError:
         download = "" if isinstance(self, ImageFolderDataModule) else (
@@ -75,17 +116,23 @@ class FileImageDataModule(ImageDataModule):
 
 
 class ImageFolderDataModule(FileImageDataModule):
-    """ImageNet layout: ``root/train/<class>/*`` and ``root/val/<class>/*``; val is also the test split."""
+    """ImageNet layout: ``root/train/<class>/*`` and ``root/val/<class>/*``; val is also the test split.
+
+    ``backend="dali"`` decodes and augments on the GPU with NVIDIA DALI instead of in loader workers.
+    """
+
+    backends = ("torch", "dali")
 
     layout = "ImageNet layout: <root>/train/<class>/<image> and <root>/val/<class>/<image>"
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return
+    def load(self) -> tuple[Dataset | Path, Dataset | Path, Dataset | Path]:
         root = Path(self.root or "")
         for split in ("train", "val"):
             if not (root / split).is_dir():
                 raise self.not_found(f"{root / split} is missing")
+        if self.backend == "dali":  # DALI lists and reads the folders itself
+            require_dali(self.trainer)
+            return root / "train", root / "val", root / "val"
         try:
             train = tvd.ImageFolder(str(root / "train"), transform=self.transform(True))
             val = tvd.ImageFolder(str(root / "val"), transform=self.transform(False))
@@ -93,8 +140,15 @@ class ImageFolderDataModule(FileImageDataModule):
             raise self.not_found(str(e)) from None
         if len(train.classes) != self.num_classes:
             log.warning("%s has %d classes, data.num_classes=%d", root / "train", len(train.classes), self.num_classes)
-        self.train_set = SkipUnreadable(train, [p for p, _ in train.samples])
-        self.val_set = self.test_set = SkipUnreadable(val, [p for p, _ in val.samples])
+        val = SkipUnreadable(val, [p for p, _ in val.samples])
+        return SkipUnreadable(train, [p for p, _ in train.samples]), val, val
+
+    def _loader(self, dataset: Dataset | Path, train: bool):
+        if self.backend != "dali":
+            return super()._loader(dataset, train)
+        return dali_loader(dataset, self.trainer, train=train, batch_size=self.batch_size if train else self.eval_batch_size,
+                           image_size=self.image_size, augment=self.augment, num_threads=max(self.num_workers, 1),
+                           seed=self.seed, drop_last=train and self.drop_last)
 
 
 class TorchvisionDataModule(FileImageDataModule):
@@ -120,19 +174,16 @@ class TorchvisionDataModule(FileImageDataModule):
             return tvd.OxfordIIITPet(root, split="trainval" if split == "train" else "test", transform=t, download=dl)
         return tvd.Flowers102(root, split=split, transform=t, download=dl)
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return
+    def load(self) -> tuple[Dataset, Dataset, Dataset]:
         if self.name not in self.LAYOUTS:
             raise ValueError(f"unknown torchvision dataset {self.name!r}; valid: {', '.join(self.LAYOUTS)}")
         if not self.download and not (self.root and Path(self.root).is_dir()):
             raise self.not_found("the directory does not exist")
         try:
-            self.test_set = self._make("test", train=False)
+            test = self._make("test", train=False)
             if self.name == "flowers102":  # the only one with an official validation split
-                self.train_set, self.val_set = self._make("train", True), self._make("val", False)
-            else:
-                full = self._make("train", True)
-                self.train_set, self.val_set = self.split_train_val(full, self._make("train", False), len(full))
+                return self._make("train", True), self._make("val", False), test
+            full = self._make("train", True)
+            return *self.split_train_val(full, self._make("train", False), len(full)), test
         except RuntimeError as e:  # torchvision: "Dataset not found or corrupted. You can use download=True"
             raise self.not_found(str(e).split(".")[0]) from None

@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
-from timm.data.random_erasing import RandomErasing
 from torch.utils.data import TensorDataset
 
 from cvt_lab.data.base import ImageDataModule
@@ -22,16 +21,18 @@ from cvt_lab.data.base import ImageDataModule
 def random_affine(images: torch.Tensor, degrees: float, translate: float, scale: float,
                   generator: torch.Generator | None = None) -> torch.Tensor:
     """Each image of a (B, C, H, W) batch rotated by up to ``degrees``, shifted by up to ``translate`` of its
-    size and zoomed by up to ``scale``, independently; pixels from outside are the batch's minimum (background)."""
+    size and zoomed by up to ``scale``, independently; pixels from outside are the batch's minimum (background).
+
+    The parameters are drawn on the batch's device (or the generator's): on a GPU the step never waits for a
+    host-to-device copy."""
     b = images.shape[0]
-
-    def uniform(limit: float) -> torch.Tensor:
-        return (torch.rand(b, generator=generator) * 2 - 1).mul_(limit).to(images.device, images.dtype)
-
-    angle, zoom = uniform(math.radians(degrees)), 1 + uniform(scale)
+    device = generator.device if generator is not None else images.device
+    # One draw in the order angle, zoom, x shift, y shift (on the CPU: the same numbers as four draws).
+    u = (torch.rand(4, b, generator=generator, device=device) * 2 - 1).to(images.device, images.dtype)
+    angle, zoom = u[0] * math.radians(degrees), 1 + u[1] * scale
+    shift_x, shift_y = u[2] * (2 * translate), u[3] * (2 * translate)
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-    theta = torch.stack([torch.stack([cos, -sin, uniform(2 * translate)], 1),
-                         torch.stack([sin, cos, uniform(2 * translate)], 1)], 1)
+    theta = torch.stack([torch.stack([cos, -sin, shift_x], 1), torch.stack([sin, cos, shift_y], 1)], 1)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     background = images.amin()
     return F.grid_sample(images - background, grid, align_corners=False) + background
@@ -41,7 +42,7 @@ class TensorImageDataModule(ImageDataModule):
     """An ImageDataModule over preprocessed (N, C, H, W) tensors with batch-level augmentation."""
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        if self.trainer is None or not self.trainer.training:
+        if not self.training:
             return batch
         images, labels = batch
         a = self.augment
@@ -50,9 +51,7 @@ class TensorImageDataModule(ImageDataModule):
         if a.hflip > 0:
             flip = torch.rand(images.shape[0], device=images.device) < a.hflip
             images = torch.where(flip[:, None, None, None], images.flip(-1), images)
-        if a.re_prob > 0:
-            images = RandomErasing(a.re_prob, mode=a.re_mode, device=images.device)(images)
-        return images, labels
+        return self.random_erasing(images), labels
 
     def _to_model_input(self, images: torch.Tensor) -> torch.Tensor:
         """(N, C, h, w) in [0, 1] -> (N, in_chans, image_size, image_size), normalized to [-1, 1]."""
@@ -65,9 +64,7 @@ class TensorImageDataModule(ImageDataModule):
 class DigitsDataModule(TensorImageDataModule):
     """scikit-learn's 1,797 handwritten digits, split 70/10/20 (train/val/test), stratified and fixed."""
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return
+    def load(self) -> tuple[TensorDataset, TensorDataset, TensorDataset]:
         x, y = load_digits(return_X_y=True)
         images = torch.tensor(x, dtype=torch.float32).view(-1, 1, 8, 8) / 16.0
         labels = torch.tensor(y)
@@ -75,15 +72,13 @@ class DigitsDataModule(TensorImageDataModule):
         train, test = train_test_split(index, test_size=0.2, stratify=y, random_state=self.split_seed)
         train, val = train_test_split(train, test_size=0.125, stratify=y[train], random_state=self.split_seed)
         images = self._to_model_input(images)
-        self.train_set, self.val_set, self.test_set = (TensorDataset(images[i], labels[i]) for i in (train, val, test))
+        return tuple(TensorDataset(images[i], labels[i]) for i in (train, val, test))
 
 
 class SyntheticDataModule(TensorImageDataModule):
     """Random images whose class is a fixed random pattern plus noise: learnable, instant, no files."""
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return
+    def load(self) -> tuple[TensorDataset, TensorDataset, TensorDataset]:
         g = torch.Generator().manual_seed(self.split_seed)
         n = self.num_samples or 512
         patterns = torch.rand(self.num_classes, 1, 8, 8, generator=g)
@@ -93,4 +88,4 @@ class SyntheticDataModule(TensorImageDataModule):
             images = (patterns[labels] + 0.3 * torch.randn(count, 1, 8, 8, generator=g)).clamp(0, 1)
             return TensorDataset(self._to_model_input(images), labels)
 
-        self.train_set, self.val_set, self.test_set = split(n), split(max(n // 4, 1)), split(max(n // 4, 1))
+        return split(n), split(max(n // 4, 1)), split(max(n // 4, 1))
