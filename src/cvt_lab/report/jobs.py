@@ -11,8 +11,10 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from cvt_lab.results import RESULTS_FILE, RunRecord, read_record
+
 # Overrides that never change a result (where a record has no identity, its overrides stand in for it).
-NOT_IDENTITY = ("experiment", "launcher", "logger", "resume", "threads", "trainer.enable_progress_bar", "hydra", "paths")
+NOT_IDENTITY_OVERRIDES = ("experiment", "launcher", "logger", "resume", "threads", "trainer.enable_progress_bar", "hydra", "paths")
 UNSET = "(not set)"
 
 
@@ -40,7 +42,7 @@ def override_config(overrides: list[str]) -> dict[str, str]:
     out = {}
     for o in overrides:
         key, sep, value = o.lstrip("+~").partition("=")
-        if sep and not any(covers(p, key) for p in NOT_IDENTITY):
+        if sep and not any(covers(p, key) for p in NOT_IDENTITY_OVERRIDES):
             out[key] = value
     return out
 
@@ -64,45 +66,38 @@ class Job:
         return self.status == "finished" and self.acc1 is not None
 
 
-def _row(r: dict, overrides: dict[str, str], axis: str, row_format: str | None) -> str | None:
+def _row(r: RunRecord, overrides: dict[str, str], axis: str, row_format: str | None) -> str | None:
     """The job's row: ``experiment.row`` where the record stores it resolved; else, for a table whose rows
     combine fields (``row_format``, e.g. ``{model}@{image_size}``), made from the record's fields (or, for
     a job that failed early, its overrides); else the axis override (older records)."""
-    exp_row = (r.get("experiment") or {}).get("row")
+    exp_row = (r.experiment or {}).get("row")
     if isinstance(exp_row, str) and "${" not in exp_row:
         return exp_row
     if row_format:
-        keys = {"model": "model", "image_size": "recipe.image_size", "data": "data"}
-        values = {name: r.get(name) if r.get(name) is not None else overrides.get(key) for name, key in keys.items()}
-        row = row_format.format(**values)
+        fields = {"model": (r.model, "model"), "image_size": (r.image_size, "recipe.image_size"), "data": (r.data, "data")}
+        row = row_format.format(**{name: v if v is not None else overrides.get(key) for name, (v, key) in fields.items()})
         return None if "None" in row else row
     return overrides.get(axis)
 
 
-def read_job(path: Path, sweep_dir: Path, axis: str, row_format: str | None) -> Job:
-    run_dir = str(path.parent.relative_to(sweep_dir))
-    try:
-        r = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        return Job(run_dir, None, None, "failed", error=f"unreadable results.json: {e}")
-    overrides = override_config(r.get("overrides") or [])
-    seed = r.get("seed", overrides.get("seed"))
+def read_job(run_dir: Path, sweep_dir: Path, axis: str, row_format: str | None) -> Job:
+    r = read_record(run_dir) or RunRecord(status="failed", error="no results.json")
+    overrides = override_config(r.overrides)
+    seed = r.seed if r.seed is not None else overrides.get("seed")
     overrides.pop("seed", None)
-    identity_config = r.get("identity_config")
     config = {}
-    if identity_config:
-        config = {k: v for k, v in _flatten(identity_config).items() if k != "seed" and not covers("experiment", k)}
-    acc = r.get("test/acc1")
-    return Job(run_dir, _row(r, overrides, axis, row_format), None if seed is None else int(seed),
-               r.get("status", "unknown"), None if acc is None else 100 * acc, r.get("error"), r.get("params"),
-               r.get("model"), r.get("identity") if identity_config else None, config, overrides)
+    if r.identity_config:
+        config = {k: v for k, v in _flatten(r.identity_config).items() if k != "seed" and not covers("experiment", k)}
+    return Job(str(run_dir.relative_to(sweep_dir)), _row(r, overrides, axis, row_format),
+               None if seed is None else int(seed), r.status, None if r.test_acc1 is None else 100 * r.test_acc1,
+               r.error, r.params, r.model, r.identity if r.identity_config else None, config, overrides)
 
 
 def read_jobs(sweep_dir: Path, axis: str, row_format: str | None = None) -> list[Job]:
     """Every job under the sweep directory, at any depth (job directories named from a
     ``model/<group>=...`` override are nested one level)."""
     sweep_dir = Path(sweep_dir)
-    return [read_job(p, sweep_dir, axis, row_format) for p in sorted(sweep_dir.rglob("results.json"))]
+    return [read_job(p.parent, sweep_dir, axis, row_format) for p in sorted(sweep_dir.rglob(RESULTS_FILE))]
 
 
 # ---------------------------------------------------------------------------------------------- settings
@@ -167,7 +162,10 @@ def settings(jobs: list[Job], row_keys: list[str]) -> list[Setting]:
         for j in without:
             key = tuple(sorted(_less_row(j.overrides, row_keys).items()))
             matches = [s for s, seen in row_overrides if key in seen]
-            (matches[0].jobs.append(j) if not j.finished and len(matches) == 1 else rest.append(j))
+            if not j.finished and len(matches) == 1:
+                matches[0].jobs.append(j)
+            else:
+                rest.append(j)
         without = rest
     if without:
         out += _group(without, row_keys, "overrides", True)
@@ -191,5 +189,6 @@ def sweep_meta(sweep_dir: Path) -> dict[str, Any]:
     meta["table"] = (cfg.get("experiment") or {}).get("table")
     meta["scale"] = (cfg.get("scale") or {}).get("name")
     task = list(OmegaConf.select(cfg, "hydra.overrides.task") or [])
-    meta["command"] = " ".join(["python -m cvt_lab", *task, "-m"])
+    # paths under the working directory as relative ones: a report names no one's home directory
+    meta["command"] = " ".join(["python -m cvt_lab", *task, "-m"]).replace(f"{Path.cwd()}/", "")
     return meta
