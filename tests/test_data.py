@@ -210,3 +210,12 @@ def test_missing_or_empty_dataset_says_what_was_expected(tmp_path):
     (tmp_path / "pets").mkdir()
     with pytest.raises(DatasetNotFoundError, match="oxford-iiit-pet"):
         TorchvisionDataModule(name="pets", root=str(tmp_path / "pets"), num_classes=37).setup()
+
+
+def test_loader_benchmark_reports_images_per_second_per_worker_count(tmp_path):
+    from benchmarks.cvt_bench.loader import bench_loader
+
+    make_folder(tmp_path)
+    report = bench_loader(tmp_path, workers=[0], batch_size=2, image_size=16, batches=2, sample_images=2)
+    assert set(report["loader"]) == {"uint8", "float"} and report["loader"]["uint8"]["0"]["images_per_s"] > 0
+    assert set(report["per_image_ms"]) == {"decode", "transform_uint8", "transform_float"}
