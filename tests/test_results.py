@@ -10,9 +10,11 @@ import threading
 import pytest
 import torch
 from conftest import TINY, compose_config
+from omegaconf import OmegaConf
 
-from cvt_lab.results import (RESULTS_FILE, RunDirBusy, RunDirError, RunRecord, checkpoint_id, differences,
-                             identity_of, job_dirname, mark_failed, read_record, run_lock, write_record)
+from cvt_lab.results import (RESULTS_FILE, OutputDirCheck, RunDirBusy, RunDirError, RunRecord, checkpoint_id,
+                             differences, identity_of, job_dirname, mark_failed, read_record, run_lock, unwritable,
+                             write_record)
 from cvt_lab.train import JobError, RunDirTaken, run
 
 FLAT_KEYS = {"status", "mode", "test/acc1", "test/acc5", "val/acc1", "val/acc5", "test/loss", "params", "macs",
@@ -68,9 +70,19 @@ def test_run_lock_refuses_a_second_owner_and_is_released(tmp_path):
         pass
     blocked = tmp_path / "a_file"
     blocked.write_text("")
-    with pytest.raises(RunDirError, match="cannot write in the run directory"):
+    with pytest.raises(RunDirError, match="cannot write in .*: Not a directory; give a writable output directory"):
         with run_lock(blocked / "run"):
             pass
+
+
+def test_an_output_directory_that_cannot_be_written_is_one_message(tmp_path, capsys):
+    """Checked before Hydra makes the directory and its log file there (which would end in a traceback)."""
+    blocked = tmp_path / "a_file"
+    blocked.write_text("")
+    with pytest.raises(SystemExit) as exited:
+        OutputDirCheck._check(blocked / "run")
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == f"error: {unwritable(blocked / 'run', NotADirectoryError(20, 'Not a directory'))}\n"
 
 
 def test_mark_failed_keeps_finished_records_and_what_a_run_knew(tmp_path):
@@ -86,15 +98,22 @@ def test_mark_failed_keeps_finished_records_and_what_a_run_knew(tmp_path):
 
 
 def test_identity_is_the_result_defining_config(tmp_path):
-    base = identity_of(compose_config(*TINY))
+    cfg = compose_config(*TINY)
+    base = identity_of(cfg)
     assert base[1]["model.dims"] == [32, 64, 128] and base[1]["seed"] == 0 and base[1]["checkpoint"] is None
-    assert not any(k.startswith(("logger", "paths", "hydra")) for k in base[1])
-    for plumbing in (["logger=tensorboard"], ["threads=2"], ["paths.output_dir=elsewhere"], ["launcher=cpu_parallel"],
-                     ["trainer.enable_progress_bar=true"], ["resume=x.ckpt"], ["data.num_workers=2"]):
-        assert identity_of(compose_config(*TINY, *plumbing))[0] == base[0], plumbing
-    for result in (["model.dims=[16,32,64]"], ["seed=1"], ["recipe.optimizer.lr=1e-4"], ["mode=eval"],
-                   ["trainer.precision=bf16-mixed"]):
-        assert identity_of(compose_config(*TINY, *result))[0] != base[0], result
+    assert not any(k.startswith(("logger", "paths", "hydra", "threads", "resume")) for k in base[1])
+
+    def identity_with(key: str, value) -> str:
+        variant = cfg.copy()
+        OmegaConf.update(variant, key, value, merge=False)
+        return identity_of(variant)[0]
+
+    for key, value in {"logger.kind": "tensorboard", "threads": 2, "paths.output_dir": "elsewhere", "resume": "x.ckpt",
+                       "trainer.enable_progress_bar": True, "data.num_workers": 2, "data.root": "/moved"}.items():
+        assert identity_with(key, value) == base[0], key
+    for key, value in {"model.dims": [16, 32, 64], "seed": 1, "recipe.optimizer.lr": 1e-4, "mode": "eval",
+                       "trainer.precision": "bf16-mixed"}.items():
+        assert identity_with(key, value) != base[0], key
 
     a, b, copy = tmp_path / "a.pth", tmp_path / "b.pth", tmp_path / "elsewhere" / "a.pth"
     torch.save({"w": torch.zeros(2)}, a)
@@ -102,7 +121,7 @@ def test_identity_is_the_result_defining_config(tmp_path):
     copy.parent.mkdir()
     shutil.copy(a, copy)
     assert checkpoint_id(a) == checkpoint_id(copy) != checkpoint_id(b)  # the contents, not the path
-    ids = [identity_of(compose_config(*TINY, f"checkpoint={p}"))[0] for p in (a, copy, b)]
+    ids = [identity_with("checkpoint", str(p)) for p in (a, copy, b)]
     assert ids[0] == ids[1] != ids[2] and base[0] not in ids
 
 

@@ -36,6 +36,7 @@ import hashlib
 import json
 import os
 import platform
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -44,16 +45,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from hydra.experimental.callback import Callback
+
 RESULTS_FILE = "results.json"
 LOCK_FILE = ".lock"
 Status = Literal["running", "finished", "failed"]
 Mode = Literal["train", "eval"]
 
 # The config groups whose resolved values define a run's result, and the keys inside them that do not
-# (how fast or where it runs, what it prints). seed, mode and the checkpoint's contents come on top.
+# (how fast it runs, where its files are, what it prints). seed, mode and the checkpoint's contents come on top.
 IDENTITY_GROUPS = ("model", "data", "recipe", "trainer")
 NOT_IDENTITY = frozenset({
-    "model.compile", "model.compile_mode", "data.download", "data.backend", "data.num_workers", "data.eval_batch_size", "trainer.accelerator",
+    "model.compile", "model.compile_mode", "data.root", "data.download", "data.backend", "data.num_workers", "data.eval_batch_size", "trainer.accelerator",
     "trainer.strategy", "trainer.benchmark", "trainer.enable_progress_bar", "trainer.enable_model_summary",
     "trainer.log_every_n_steps",
 })
@@ -167,8 +170,7 @@ def run_lock(run_dir: str | Path) -> Iterator[None]:
         run_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
-        raise RunDirError(f"cannot write in the run directory {run_dir}: {e.strerror or e}; "
-                         "give a writable one (hydra.run.dir=..., or paths.output_dir=...)") from None
+        raise RunDirError(unwritable(run_dir, e)) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -184,6 +186,31 @@ def run_lock(run_dir: str | Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def unwritable(run_dir: Path, error: OSError) -> str:
+    return (f"cannot write in {run_dir}: {error.strerror or error}; give a writable output directory "
+            "(paths.output_dir=..., or hydra.run.dir=... / hydra.sweep.dir=...)")
+
+
+class OutputDirCheck(Callback):
+    """Hydra callback (conf/config.yaml): an output directory that cannot be written is refused with one
+    message and exit code 2 before Hydra creates it and opens its log file there."""
+
+    def on_run_start(self, config: Any, **kwargs: Any) -> None:
+        self._check(Path(str(config.hydra.run.dir)))
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        self._check(Path(str(config.hydra.sweep.dir)))
+
+    @staticmethod
+    def _check(out: Path) -> None:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            tempfile.TemporaryFile(dir=out).close()
+        except OSError as e:
+            print(f"error: {unwritable(out, e)}", file=sys.stderr)
+            sys.exit(2)
 
 
 # ---------------------------------------------------------------------------------------------- identity
