@@ -331,12 +331,13 @@ def test_rows_that_differ_beyond_their_option_are_not_compared(tmp_path):
     assert {r["option"]: r["n"] for r in sections["recipe.epochs=1"]} == {"stride1": "1", "stride2": "0"}
 
 
-def test_a_row_key_that_differs_within_a_row_splits(tmp_path):
+def test_a_row_run_in_two_variants_makes_a_table_for_each(tmp_path):
     sweep = tmp_path / "table7_cpu"
     full_table(sweep, seeds=(0,))
     write_record(sweep, "wide", "stride1", 0, 0.95, **{"model.dims": [16, 32, 64]})
     sections = sections_of(report(sweep, tmp_path / "out"))
-    assert set(sections) == {"model.dims=(not set)", "model.dims=[16, 32, 64]"}
+    assert set(sections) == {"row stride1: model.dims=(not set)", "row stride1: model.dims=[16, 32, 64]"}
+    assert all({r["option"]: r["n"] for r in rows} == {"stride1": "1", "stride2": "1"} for rows in sections.values())
 
 
 def test_duplicates_are_reported_and_counted_once(tmp_path):
@@ -387,3 +388,26 @@ def test_row_keys_of_an_experiment():
     assert row_keys({"row": "${hydra:runtime.choices.model}@${recipe.image_size}"}) == ["model", "recipe.image_size"]
     assert row_keys({"row": "${hydra:runtime.choices.model}/${hydra:runtime.choices.data}"}, ["checkpoint"]) == [
         "checkpoint", "data", "model"]
+
+
+def test_table4_one_table_for_each_models_checkpoint_and_another_for_a_second_checkpoint(tmp_path):
+    """Each model fine-tunes its own checkpoint (the checkpoint is a row key of Table 4); a second
+    checkpoint of the same model is another setting."""
+    sweep = tmp_path / "table4_paper"
+
+    def job(name: str, model: str, data: str, checkpoint: str, acc: float) -> None:
+        config = {"model.name": model, "data.name": data, "checkpoint": checkpoint, "seed": 0}
+        d = sweep / name
+        d.mkdir(parents=True)
+        (d / "results.json").write_text(json.dumps({
+            "status": "finished", "test/acc1": acc, "seed": 0, "model": model, "data": data, "image_size": 384,
+            "experiment": {"table": "table4", "row": f"{model}/{data}"}, "identity_config": config,
+            "identity": checkpoint + name}))
+
+    job("a", "cvt13", "cifar10", "ckpt13", 0.98)
+    job("b", "cvt21", "cifar10", "ckpt21", 0.99)
+    job("c", "cvt13", "cifar10", "ckpt13b", 0.97)
+    sections = sections_of(report(sweep, tmp_path / "out"))
+    assert set(sections) == {"row cvt13/cifar10: checkpoint=ckpt13", "row cvt13/cifar10: checkpoint=ckpt13b"}
+    for rows in sections.values():  # CvT-21's own checkpoint is compared with either
+        assert {r["option"] for r in rows if r["n"] == "1"} == {"cvt13/cifar10", "cvt21/cifar10"}

@@ -45,7 +45,7 @@ def report(sweep_dir: Path, out_dir: Path, table: str | None = None, paper_table
     jobs = read_jobs(sweep_dir, spec["axis"], spec.get("row_format"))
     runs = {r.ran_as for r in empty_rows(spec, meta["scale"])}
     in_table = [j for j in jobs if j.row in runs]
-    groups = settings(in_table, spec["row_keys"]) or [Setting({}, [])]
+    groups = settings(in_table, spec["row_keys"]) or [Setting([], [])]
     sections = [Section(s, *build_rows(spec, s, meta["scale"])) for s in groups]
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = table if meta["scale"] in (None, "cpu") else f"{table}_{meta['scale']}"

@@ -3,6 +3,7 @@ of their configuration but the table's row and the seed, so that one table compa
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -107,13 +108,13 @@ def read_jobs(sweep_dir: Path, axis: str, row_format: str | None = None) -> list
 class Setting:
     """Jobs that share everything but the row and the seed: one table."""
 
-    values: dict[str, str]  # the keys that tell this setting from the others, and their values here
+    parts: list[str]  # what tells this setting from the others: "recipe.epochs=2", "row c: model.dims=[...]"
     jobs: list[Job]
     by_overrides: bool = False  # older records without a run identity, grouped by their overrides
 
     @property
     def label(self) -> str:
-        text = ", ".join(f"{k}={v}" for k, v in self.values.items())
+        text = ", ".join(self.parts)
         if self.by_overrides:
             return "records without a run identity, grouped by their overrides" + (f": {text}" if text else "")
         return text or "one configuration"
@@ -121,6 +122,10 @@ class Setting:
     @property
     def seeds(self) -> list[int]:
         return sorted({j.seed for j in self.jobs if j.seed is not None})
+
+
+def _covered(key: str, row_keys: list[str]) -> bool:
+    return any(covers(p, key) for p in row_keys)
 
 
 def splitting_keys(jobs: list[Job], row_keys: list[str], attr: str = "config") -> list[str]:
@@ -131,7 +136,7 @@ def splitting_keys(jobs: list[Job], row_keys: list[str], attr: str = "config") -
     for key in sorted(set().union(*(c for _, c in configs))):
         if len({c.get(key, UNSET) for _, c in configs}) < 2:
             continue
-        if any(covers(p, key) for p in row_keys):
+        if _covered(key, row_keys):
             per_row = defaultdict(set)
             for row, c in configs:
                 per_row[row].add(c.get(key, UNSET))
@@ -142,11 +147,35 @@ def splitting_keys(jobs: list[Job], row_keys: list[str], attr: str = "config") -
 
 
 def _group(jobs: list[Job], row_keys: list[str], attr: str, by_overrides: bool) -> list[Setting]:
-    keys = splitting_keys(jobs, row_keys, attr)
+    """Jobs that differ in a key outside the row's keys never share a table; within those groups,
+    :func:`_row_variants` splits rows run in more than one variant."""
+    keys = [k for k in splitting_keys(jobs, row_keys, attr) if not _covered(k, row_keys)]
     groups: dict[tuple, list[Job]] = defaultdict(list)
     for j in jobs:
         groups[tuple(getattr(j, attr).get(k, UNSET) for k in keys)].append(j)
-    return [Setting(dict(zip(keys, values)), members, by_overrides) for values, members in groups.items()]
+    return [s for values, members in groups.items()
+            for s in _row_variants(members, row_keys, attr, [f"{k}={v}" for k, v in zip(keys, values)], by_overrides)]
+
+
+def _row_variants(jobs: list[Job], row_keys: list[str], attr: str, parts: list[str], by_overrides: bool) -> list[Setting]:
+    """A row run in several variants of its own keys (``model.dims`` of row c, a second checkpoint of one
+    model) makes one table per variant; the rows run once are compared with each of them."""
+    keys = splitting_keys(jobs, row_keys, attr)
+    variants: dict[str | None, dict[tuple, list[Job]]] = defaultdict(lambda: defaultdict(list))
+    for j in jobs:
+        variants[j.row][tuple(getattr(j, attr).get(k, UNSET) for k in keys)].append(j)
+    varying = {row: v for row, v in variants.items() if len(v) > 1}
+    shared = [j for row, v in variants.items() if row not in varying for js in v.values() for j in js]
+    out = []
+    for combo in itertools.product(*(list(v.items()) for v in varying.values())):
+        own_parts, members = list(parts), list(shared)
+        for row, (values, js) in zip(varying, combo):
+            differing = [(k, v) for i, (k, v) in enumerate(zip(keys, values))
+                         if len({other[i] for other in varying[row]}) > 1]
+            own_parts.append(f"row {row}: " + ", ".join(f"{k}={v}" for k, v in differing))
+            members += js
+        out.append(Setting(own_parts, members, by_overrides))
+    return out
 
 
 def settings(jobs: list[Job], row_keys: list[str]) -> list[Setting]:
@@ -157,11 +186,11 @@ def settings(jobs: list[Job], row_keys: list[str]) -> list[Setting]:
     out = _group(with_id, row_keys, "config", False) if with_id else []
     without = [j for j in jobs if j.identity is None]
     if out and without:
-        row_overrides = [(s, {tuple(sorted(_less_row(j.overrides, row_keys).items())) for j in s.jobs}) for s in out]
+        seen_overrides = [(s, {tuple(sorted(_less_row(j.overrides, row_keys).items())) for j in s.jobs}) for s in out]
         rest = []
         for j in without:
             key = tuple(sorted(_less_row(j.overrides, row_keys).items()))
-            matches = [s for s, seen in row_overrides if key in seen]
+            matches = [s for s, seen in seen_overrides if key in seen]
             if not j.finished and len(matches) == 1:
                 matches[0].jobs.append(j)
             else:
