@@ -12,7 +12,7 @@ from torch import nn
 
 from cvt_lab import CvT, create_model, list_models
 from cvt_lab.config import ModelConfig
-from cvt_lab.models.cvt import ACTIVATIONS, EMBED_TYPES, PROJ_TYPES
+from cvt_lab.models.cvt import ACTIVATIONS, EMBED_TYPES, FAST_PATHS, PROJ_TYPES, fast_paths
 from cvt_lab.models.factory import FACTORY_KEYS
 
 
@@ -180,7 +180,55 @@ def test_model_config_mirrors_constructor():
     fields = {f.name: f for f in dataclasses.fields(ModelConfig)}
     params = inspect.signature(CvT.__init__).parameters
     assert set(fields) == (set(params) - {"self"}) | set(FACTORY_KEYS) == (set(params) - {"self"}) | {
-        "_target_", "name", "compile"}
+        "_target_", "name", "compile", "compile_mode"}
     for name, f in fields.items():  # scalar defaults agree; per-stage ones come from the presets
         if name in params and f.default is not dataclasses.MISSING and f.default != "???":
             assert f.default == params[name].default, name
+
+
+# --------------------------------------------------------------------------------------------- speed levers
+
+
+def test_speed_levers_are_module_attributes_switched_per_model():
+    model, other = tiny(), tiny()
+    assert model.set_fast_paths() == dict(FAST_PATHS) and all(FAST_PATHS.values())
+    assert model.stages[0].blocks[0].mlp.silu_mlp and model.stages[0].blocks[0].attn.fused_attention
+    with fast_paths(model, False, silu_mlp=True) as settings:
+        assert settings == {**dict.fromkeys(FAST_PATHS, False), "silu_mlp": True}
+        assert not model.stages[2].blocks[1].attn.zero_copy_layout and not model.zero_copy_layout
+        assert other.set_fast_paths() == dict(FAST_PATHS)  # no global state: other models keep theirs
+    assert model.set_fast_paths() == dict(FAST_PATHS)
+    assert model.set_fast_paths(fused_attention=False)["fused_attention"]  # returns the previous settings
+    assert not model.stages[1].blocks[0].attn.fused_attention and model.stages[1].blocks[0].mlp.silu_mlp
+    with pytest.raises(ValueError, match="unknown speed lever.*'flash'.*valid ones are silu_mlp, fused_attention"):
+        model.set_fast_paths(flash=True)
+    with pytest.raises(TypeError, match="takes the model whose levers to switch first"):
+        fast_paths(False)
+
+
+@pytest.mark.parametrize("lever", [None, *FAST_PATHS])
+def test_levers_keep_the_fp32_logits_and_gradients(lever):
+    """All levers off (None), or one alone off: eval logits (non-trivial BatchNorm statistics) within 1e-4,
+    and the training loss and gradients of the plain formulation."""
+    model = tiny(drop_path=0.0)
+    with torch.no_grad():
+        for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
+            bn.running_mean.normal_(0, 0.2, generator=torch.Generator().manual_seed(1))
+            bn.running_var.uniform_(0.5, 2.0, generator=torch.Generator().manual_seed(2))
+    off = {"enabled": False} if lever is None else {lever: False}
+    start = {k: v.clone() for k, v in model.state_dict().items()}  # training moves the BatchNorm statistics
+    results = []
+    for settings in ({}, off):
+        model.load_state_dict(start)
+        with fast_paths(model, **settings):
+            model.eval()
+            with torch.no_grad():
+                logits = model(images(32))
+            model.zero_grad()
+            model.train()
+            model(images(32)).square().mean().backward()
+            results.append((logits, {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (fast, fast_grads), (plain, plain_grads) = results
+    assert (fast - plain).abs().max().item() <= 1e-4
+    for name, grad in fast_grads.items():
+        torch.testing.assert_close(grad, plain_grads[name], rtol=1e-4, atol=1e-6, msg=name)

@@ -21,8 +21,8 @@ def recipe(name: str, **overrides) -> RecipeConfig:
     return OmegaConf.to_object(cfg)
 
 
-def classifier(r: RecipeConfig, steps_per_epoch: int = 10, world_size: int = 1) -> ImageClassifier:
-    model = create_model("cvt_tiny", num_classes=10, pos_embed=True)
+def classifier(r: RecipeConfig, steps_per_epoch: int = 10, world_size: int = 1, **model_args) -> ImageClassifier:
+    model = create_model("cvt_tiny", num_classes=10, pos_embed=True, **model_args)
     module = ImageClassifier(model, r, num_classes=10)
     trainer = SimpleNamespace(world_size=world_size, accumulate_grad_batches=1, max_epochs=r.epochs, current_epoch=0,
                               global_step=0,
@@ -45,6 +45,22 @@ def test_imagenet_recipe_is_the_papers():
     assert any(g["weight_decay"] == 0.05 for g in optimizer.param_groups)
     assert isinstance(module.train_loss, SoftTargetCrossEntropy) and module.mixup is not None
     assert module.mixup.mixup_alpha == 0.8 and module.mixup.cutmix_alpha == 1.0 and module.mixup.label_smoothing == 0.1
+
+
+def test_compiled_model_gets_the_same_parameter_groups():
+    """``model.compile=true`` compiles in place: weight decay still skips the class token, the position
+    embeddings, norms and biases, by the same names."""
+
+    def groups(module: ImageClassifier) -> list[tuple[float, list[str]]]:
+        names = {id(p): n for n, p in module.model.named_parameters()}
+        optimizer = module.configure_optimizers()["optimizer"]
+        return [(g["weight_decay"], sorted(names[id(p)] for p in g["params"])) for g in optimizer.param_groups]
+
+    plain, compiled = classifier(recipe("imagenet")), classifier(recipe("imagenet"), compile=True)
+    assert groups(compiled) == groups(plain)
+    assert not any("_orig_mod" in k for k in compiled.state_dict())
+    no_decay = next(names for wd, names in groups(compiled) if wd == 0)
+    assert {"stages.2.cls_token", "stages.0.pos_embed"} <= set(no_decay)
 
 
 def test_cosine_schedule_warms_up_then_decays_to_min_lr():

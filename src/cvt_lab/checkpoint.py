@@ -305,9 +305,8 @@ def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = True) -> 
     classifier differs (another number of classes, or a head on one side only), the rest loads and the
     model keeps its freshly initialised head: the usual start of fine-tuning, reported in one log line.
     """
-    target = getattr(model, "_orig_mod", model)  # a torch.compile'd model loads into its original
     state = to_cvt_lab(load_state(path))
-    model_state = target.state_dict()
+    model_state = model.state_dict()
     result = _compare(model_state, state)
     if _only_head(result):
         old = state["head.weight"].shape[0] if "head.weight" in state else 0
@@ -330,7 +329,7 @@ def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = True) -> 
         raise ValueError(" ".join(parts))
     bad = {m.split(":")[0] for m in result.mismatched}
     fitting = {k: v for k, v in state.items() if k in model_state and k not in bad}
-    target.load_state_dict(fitting, strict=False)
+    model.load_state_dict(fitting, strict=False)
     return result
 
 
@@ -339,10 +338,9 @@ def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = True) -> 
 
 def export_released(model: nn.Module, path: str | Path) -> Path:
     """Write the model's weights as a released-format ``.pth`` (plain state dict, ``stage{i}.`` keys)."""
-    target = getattr(model, "_orig_mod", model)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.detach().cpu().contiguous() for k, v in to_released(target.state_dict()).items()}, path)
+    torch.save({k: v.detach().cpu().contiguous() for k, v in to_released(model.state_dict()).items()}, path)
     return path
 
 

@@ -1,7 +1,8 @@
 """Typed schemas for the Hydra configs: a misspelled key or a wrong type fails at start-up.
 
 Each dataclass mirrors what its config group builds; ``ModelConfig`` mirrors :class:`cvt_lab.models.CvT`'s
-constructor one-to-one (a test keeps them in step), plus ``name`` and ``compile``, which the factory uses.
+constructor one-to-one (a test keeps them in step), plus ``name``, ``compile`` and ``compile_mode``, which the
+factory uses.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from omegaconf import II, MISSING
 class ModelConfig:
     _target_: str = "cvt_lab.models.build_cvt"
     name: str = MISSING
-    compile: bool = False  # torch.compile the model (training and evaluation)
+    compile: bool = False  # torch.compile the model in place (training and evaluation)
+    compile_mode: str | None = None  # torch.compile mode, e.g. reduce-overhead (CUDA graphs); set: compiles too
     num_classes: int = 1000
     in_chans: int = 3
     img_size: int = 224

@@ -16,15 +16,17 @@ to ``(B, C, H, W)``: that is a channels-last tensor over the same memory, so the
 convolutions read the tokens without a copy.
 
 Speed: the levers in ``FAST_PATHS`` (SiLU-form QuickGELU folded into the MLP GEMMs, fused attention,
-zero-copy layouts, CPU bf16 paths) change how, not what, is computed; ``fast_paths(False)``
-gives the plain formulation. Each one's measured effect is in docs/performance.md (``python -m cvt_lab.bench``).
+zero-copy layouts, CPU bf16 paths) change how, not what, is computed. Each is a plain bool attribute of the
+modules it steers (as timm's ``fused_attn``), so the forward reads no global state and ``torch.compile``
+traces it whole; ``CvT.set_fast_paths`` or ``with fast_paths(model, False):`` switches them (all off is the
+plain formulation). Each one's measured effect is in docs/performance.md.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
-from contextvars import ContextVar
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from types import MappingProxyType
 
 import torch
@@ -37,11 +39,9 @@ PROJ_TYPES = ("dw_bn", "avg", "linear")
 ACTIVATIONS = {"gelu": nn.GELU, "quick_gelu": QuickGELU}
 ATTN_SCALES = ("dim", "head")
 
-# Speed levers, all on by default. Each keeps the numerics (fp32 logits within float rounding of the plain
-# formulation; checked by tests/test_bench.py) and can be switched off, one by one, to measure its effect
-# (the ``levers`` section of ``python -m cvt_lab.bench``) or all at once to get the plain formulation.
-# The defaults are read-only; ``fast_paths`` switches levers for the code inside a ``with`` block only
-# (a context variable, like torch's own backend switches), so no setting leaks between callers or threads.
+# Speed levers and their defaults (all on). Each keeps the numerics (fp32 logits within float rounding of the
+# plain formulation) and can be switched off, one by one, to measure its effect, or all at once to get the
+# plain formulation. A module that a lever steers carries it as a bool attribute of the same name.
 FAST_PATHS: Mapping[str, bool] = MappingProxyType({
     "silu_mlp": True,  # QuickGELU as one SiLU kernel, its 1.702 scalings folded into the fc1 / fc2 GEMMs
     "fused_attention": True,  # scaled_dot_product_attention (flash) instead of matmul -> softmax -> matmul
@@ -49,48 +49,49 @@ FAST_PATHS: Mapping[str, bool] = MappingProxyType({
     "zero_copy_layout": True,  # tokens <-> maps as channels-last views, never a copy
     "fp32_strided_dwconv": True,  # CPU autocast: strided depthwise convs (k, v) with gradients run in fp32
 })
-_LEVERS: ContextVar[Mapping[str, bool]] = ContextVar("cvt_lab_speed_levers", default=FAST_PATHS)
 
 
-def speed_levers() -> Mapping[str, bool]:
-    """The speed levers in force here (the defaults, unless inside ``with fast_paths(...)``)."""
-    return _LEVERS.get()
+def _lever_settings(enabled: bool | None, levers: Mapping[str, bool]) -> dict[str, bool]:
+    """The levers to set: all of them to ``enabled`` (unless None), then the named ones."""
+    unknown = sorted(set(levers) - set(FAST_PATHS))
+    if unknown:
+        raise ValueError(f"CvT: unknown speed lever(s) {unknown}; valid ones are {', '.join(FAST_PATHS)}")
+    settings = dict.fromkeys(FAST_PATHS, bool(enabled)) if enabled is not None else {}
+    settings.update((k, bool(v)) for k, v in levers.items())
+    return settings
 
 
-class fast_paths:  # noqa: N801 - used like a function: ``with fast_paths(False): ...``
-    """Switch speed levers inside a ``with`` block: ``fast_paths(False)`` turns them all off (the plain
-    formulation), keyword arguments set single levers, e.g. ``fast_paths(silu_mlp=False)``."""
-
-    def __init__(self, enabled: bool | None = None, **levers: bool):
-        unknown = sorted(set(levers) - set(FAST_PATHS))
-        if unknown:
-            raise ValueError(f"CvT: unknown speed lever(s) {unknown}; valid ones are {', '.join(FAST_PATHS)}")
-        self.enabled, self.levers = enabled, levers
-        self._token = None
-
-    def __enter__(self) -> Mapping[str, bool]:
-        current = dict(speed_levers())
-        if self.enabled is not None:
-            current = dict.fromkeys(current, bool(self.enabled))
-        current.update({k: bool(v) for k, v in self.levers.items()})
-        self._token = _LEVERS.set(MappingProxyType(current))
-        return speed_levers()
-
-    def __exit__(self, *exc) -> None:
-        _LEVERS.reset(self._token)
+def fast_paths(model: nn.Module | None = None, enabled: bool | None = None,
+               **levers: bool) -> AbstractContextManager[dict[str, bool]]:
+    """Switch ``model``'s speed levers inside a ``with`` block and restore them after it:
+    ``fast_paths(model, False)`` is the plain formulation, keywords set single levers, e.g.
+    ``fast_paths(model, silu_mlp=False)``. The block gets the settings in force."""
+    if not isinstance(model, nn.Module) or not hasattr(model, "set_fast_paths"):
+        raise TypeError(f"fast_paths() takes the model whose levers to switch first, got {model!r}: the levers "
+                        "are attributes of the model's modules, e.g. `with fast_paths(model, False): ...`")
+    return _switched(model, _lever_settings(enabled, levers))
 
 
-def tokens_to_map(tokens: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+@contextmanager
+def _switched(model: nn.Module, settings: dict[str, bool]) -> Iterator[dict[str, bool]]:
+    previous = model.set_fast_paths(**settings)
+    try:
+        yield model.set_fast_paths()
+    finally:
+        model.set_fast_paths(**previous)
+
+
+def tokens_to_map(tokens: torch.Tensor, hw: tuple[int, int], zero_copy_layout: bool = True) -> torch.Tensor:
     """(B, H*W, C) tokens -> (B, C, H, W) map; a channels-last view when ``tokens`` is contiguous."""
     b, _, c = tokens.shape
     x = tokens.reshape(b, hw[0], hw[1], c).permute(0, 3, 1, 2)
-    return x if speed_levers()["zero_copy_layout"] else x.contiguous()
+    return x if zero_copy_layout else x.contiguous()
 
 
-def map_to_tokens(x: torch.Tensor) -> torch.Tensor:
+def map_to_tokens(x: torch.Tensor, zero_copy_layout: bool = True) -> torch.Tensor:
     """(B, C, H, W) map -> (B, H*W, C) tokens; free for a channels-last map."""
     tokens = x.permute(0, 2, 3, 1).flatten(1, 2)
-    return tokens if speed_levers()["zero_copy_layout"] else tokens.contiguous()
+    return tokens if zero_copy_layout else tokens.contiguous()
 
 
 def conv_out_size(size: int, kernel: int, stride: int, padding: int, ceil_mode: bool = False) -> int:
@@ -131,9 +132,10 @@ class Mlp(nn.Module):
         self.norm = nn.Identity()
         self.fc2 = nn.Linear(hidden_features, in_features)
         self.drop2 = nn.Dropout(drop)
+        self.silu_mlp = FAST_PATHS["silu_mlp"]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if isinstance(self.act, QuickGELU) and speed_levers()["silu_mlp"]:
+        if self.silu_mlp and isinstance(self.act, QuickGELU):
             a = QUICK_GELU_ALPHA
             bias = self.fc1.bias * a if self.fc1.bias is not None else None
             h = _scaled_linear(x, self.fc1.weight, bias, a)
@@ -149,11 +151,12 @@ class ConvEmbed(nn.Module):
         super().__init__()
         self.proj = nn.Conv2d(in_chans, dim, kernel_size=kernel, stride=stride, padding=padding)
         self.norm = nn.LayerNorm(dim, eps=eps)
+        self.zero_copy_layout = FAST_PATHS["zero_copy_layout"]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         x = self.proj(x)
         hw = (x.shape[2], x.shape[3])
-        return self.norm(map_to_tokens(x)), hw
+        return self.norm(map_to_tokens(x, self.zero_copy_layout)), hw
 
 
 def build_projection(kind: str, dim: int, kernel: int, stride: int) -> nn.Module | None:
@@ -166,27 +169,29 @@ def build_projection(kind: str, dim: int, kernel: int, stride: int) -> nn.Module
     return None
 
 
-def depthwise_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+def depthwise_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d, x: torch.Tensor,
+                      fp32_strided_dwconv: bool = True) -> torch.Tensor:
     """``bn(conv(x))`` for the ``dw_bn`` projection. Under CPU autocast, a strided depthwise convolution that
     needs gradients (k and v in training) runs in fp32: oneDNN's bf16 backward kernel for it is ~5x slower than
     fp32 on CPU, and its FLOPs are negligible either way. (Folding BatchNorm into the convolution for inference
     was measured too and dropped: no measurable gain, see docs/performance.md.)"""
-    if (speed_levers()["fp32_strided_dwconv"] and x.device.type == "cpu" and conv.stride != (1, 1)
+    if (fp32_strided_dwconv and x.device.type == "cpu" and conv.stride != (1, 1)
             and torch.is_autocast_enabled("cpu") and torch.is_grad_enabled() and conv.weight.requires_grad):
         with torch.autocast("cpu", enabled=False):
             return bn(conv(x.float()))
     return bn(conv(x))
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, dropout_p: float = 0.0) -> torch.Tensor:
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, dropout_p: float = 0.0,
+              fused_attention: bool = True, lowp_cpu_attention: bool = True) -> torch.Tensor:
     """softmax(q k^T * scale) v over (B, heads, N, head_dim) tensors.
 
     fp32 and every CUDA dtype: PyTorch's fused ``scaled_dot_product_attention`` (flash kernel; no N x N matrix
     kept for backward). bf16/fp16 on CPU: explicit matmul -> softmax -> matmul, which is ~1.3-3x faster there
     than the CPU flash kernel in reduced precision (measured in docs/performance.md).
     """
-    lowp_cpu = q.device.type == "cpu" and q.dtype != torch.float32 and speed_levers()["lowp_cpu_attention"]
-    if speed_levers()["fused_attention"] and not lowp_cpu:
+    lowp_cpu = lowp_cpu_attention and q.device.type == "cpu" and q.dtype != torch.float32
+    if fused_attention and not lowp_cpu:
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=scale)
     probs = torch.matmul(q * scale, k.transpose(-2, -1)).softmax(dim=-1)
     if dropout_p > 0.0:
@@ -224,13 +229,19 @@ class ConvAttention(nn.Module):
         self.proj_v = nn.Linear(dim, dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
         self.proj_dropout = nn.Dropout(proj_drop)
+        self.fused_attention = FAST_PATHS["fused_attention"]
+        self.lowp_cpu_attention = FAST_PATHS["lowp_cpu_attention"]
+        self.zero_copy_layout = FAST_PATHS["zero_copy_layout"]
+        self.fp32_strided_dwconv = FAST_PATHS["fp32_strided_dwconv"]
 
     def _spatial(self, projection: nn.Module | None, x_map: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         if projection is None:
             return tokens
         if isinstance(projection, nn.Sequential):  # dw_bn
-            return map_to_tokens(depthwise_conv_bn(projection.conv, projection.bn, x_map))
-        return map_to_tokens(projection(x_map))
+            x_map = depthwise_conv_bn(projection.conv, projection.bn, x_map, self.fp32_strided_dwconv)
+        else:
+            x_map = projection(x_map)
+        return map_to_tokens(x_map, self.zero_copy_layout)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
@@ -240,14 +251,15 @@ class ConvAttention(nn.Module):
         b, n, c = x.shape
         if self.with_cls_token:  # the class token skips the spatial projection
             cls_token, x = x[:, :1], x[:, 1:]
-        x_map = tokens_to_map(x, hw)
+        x_map = tokens_to_map(x, hw, self.zero_copy_layout)
         q = self._spatial(self.conv_proj_q, x_map, x)
         k = self._spatial(self.conv_proj_k, x_map, x)
         v = self._spatial(self.conv_proj_v, x_map, x)
         if self.with_cls_token:
             q, k, v = (torch.cat((cls_token, t), dim=1) for t in (q, k, v))
         q, k, v = self._heads(self.proj_q(q)), self._heads(self.proj_k(k)), self._heads(self.proj_v(v))
-        out = attention(q, k, v, self.scale, self.attn_drop if self.training else 0.0)
+        out = attention(q, k, v, self.scale, self.attn_drop if self.training else 0.0,
+                        self.fused_attention, self.lowp_cpu_attention)
         out = out.transpose(1, 2).reshape(b, n, c)
         return self.proj_dropout(self.proj(out))
 
@@ -284,6 +296,7 @@ class Stage(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, grid[0] * grid[1], dim)) if pos_embed else None
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if cls_token else None
         self.pos_drop = nn.Dropout(drop)
+        self.zero_copy_layout = FAST_PATHS["zero_copy_layout"]
         rates = [drop_path * j / max(depth - 1, 1) for j in range(depth)]  # from 0 within each stage (released code)
         self.blocks = nn.ModuleList(
             Block(dim, heads, mlp_ratio, act, rate, drop, eps, proj=proj, kernel=proj_kernel, kv_stride=kv_stride,
@@ -295,9 +308,9 @@ class Stage(nn.Module):
         """The position embedding for a ``hw`` token grid, bicubically interpolated if it differs."""
         if hw == self.grid:
             return self.pos_embed
-        grid = tokens_to_map(self.pos_embed, self.grid)
+        grid = tokens_to_map(self.pos_embed, self.grid, self.zero_copy_layout)
         grid = F.interpolate(grid.float(), size=hw, mode="bicubic", align_corners=False).to(self.pos_embed.dtype)
-        return map_to_tokens(grid)
+        return map_to_tokens(grid, self.zero_copy_layout)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int], torch.Tensor | None]:
         """(B, C, H, W) map -> spatial tokens (B, h*w, dim), their grid (h, w), and the class token or None."""
@@ -411,6 +424,7 @@ class CvT(nn.Module):
             chans = a["dims"]
         self.norm = nn.LayerNorm(self.num_features, eps=norm_eps)
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.zero_copy_layout = FAST_PATHS["zero_copy_layout"]
         self.apply(self._init_weights)
         for stage in self.stages:
             for p in (stage.pos_embed, stage.cls_token):
@@ -446,6 +460,20 @@ class CvT(nn.Module):
         """Parameter names exempt from weight decay (besides norms and biases, which timm exempts by ndim)."""
         return {n for n, _ in self.named_parameters() if n.endswith(("cls_token", "pos_embed"))}
 
+    def set_fast_paths(self, enabled: bool | None = None, **levers: bool) -> dict[str, bool]:
+        """Set speed levers (see ``FAST_PATHS``) on every module they steer: ``enabled`` sets all of them,
+        keywords set single ones; no arguments changes nothing. Returns the settings before the call.
+        A compiled model traces the new settings on its next call."""
+        settings = _lever_settings(enabled, levers)
+        previous = {}
+        for module in self.modules():
+            for lever in FAST_PATHS:
+                if isinstance(getattr(module, lever, None), bool):
+                    previous.setdefault(lever, getattr(module, lever))
+                    if lever in settings:
+                        setattr(module, lever, settings[lever])
+        return {lever: previous[lever] for lever in FAST_PATHS if lever in previous}
+
     def reset_classifier(self, num_classes: int) -> None:
         self.num_classes = num_classes
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
@@ -456,12 +484,11 @@ class CvT(nn.Module):
         """Images (B, C, H, W) -> pooled, normalized features (B, num_features)."""
         if x.ndim != 4 or x.shape[1] != self.in_chans:
             raise ValueError(f"CvT: expected images of shape (B, {self.in_chans}, H, W), got {tuple(x.shape)}")
-        if not torch.compiler.is_compiling():
-            self.token_grids(tuple(x.shape[-2:]))  # a clear error before any work, not a shape error deep inside
+        self.token_grids(tuple(x.shape[-2:]))  # a clear error before any work, not a shape error deep inside
         cls_token = None
         for stage in self.stages:
             tokens, hw, cls_token = stage(x)
-            x = tokens_to_map(tokens, hw)
+            x = tokens_to_map(tokens, hw, self.zero_copy_layout)
         if cls_token is not None:
             return self.norm(cls_token[:, 0])
         return self.norm(tokens).mean(dim=1)

@@ -5,16 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import OmegaConf
-from torch import nn
 
 from cvt_lab.config import ModelConfig
 from cvt_lab.models.cvt import CvT
 from cvt_lab.paths import config_dir
 
 # ModelConfig fields that steer the factory rather than the CvT constructor.
-FACTORY_KEYS = ("_target_", "name", "compile")
+FACTORY_KEYS = ("_target_", "name", "compile", "compile_mode")
 
 
 def list_models() -> list[str]:
@@ -38,15 +36,32 @@ def load_preset(name: str) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
-def build_cvt(name: str = "custom", compile: bool = False, _target_: str | None = None, **kwargs: Any) -> nn.Module:
-    """Build a CvT from constructor arguments (what ``hydra.utils.instantiate(cfg.model)`` calls)."""
+def compile_modes() -> tuple[str, ...]:
+    """The ``mode`` values this torch's ``torch.compile`` accepts (e.g. ``reduce-overhead``: CUDA graphs)."""
+    from torch._inductor import list_mode_options
+
+    return tuple(list_mode_options())
+
+
+def build_cvt(name: str = "custom", compile: bool = False, compile_mode: str | None = None,
+              _target_: str | None = None, **kwargs: Any) -> CvT:
+    """Build a CvT from constructor arguments (what ``hydra.utils.instantiate(cfg.model)`` calls).
+
+    ``compile`` (or a ``compile_mode``) compiles the model in place (``nn.Module.compile``): it stays a
+    :class:`CvT`, so parameter names, state dict keys and ``no_weight_decay()`` are those of the plain model.
+    Compilation itself happens on the first call."""
+    if compile_mode is not None and compile_mode not in compile_modes():
+        raise ValueError(f"cvt_lab: unknown model.compile_mode {compile_mode!r}; valid choices are "
+                         f"{', '.join(compile_modes())}")
     model = CvT(**kwargs)
     model.preset = name
-    return torch.compile(model) if compile else model
+    if compile or compile_mode is not None:
+        model.compile(mode=compile_mode)
+    return model
 
 
 def create_model(name: str, num_classes: int = 1000, checkpoint: str | Path | None = None,
-                 **overrides: Any) -> nn.Module:
+                 **overrides: Any) -> CvT:
     """Create a preset model, e.g. ``create_model("cvt13", num_classes=10, pos_embed=True)``.
 
     ``overrides`` replace preset arguments (per-stage arguments take a list or one value for all
@@ -59,10 +74,9 @@ def create_model(name: str, num_classes: int = 1000, checkpoint: str | Path | No
         raise ValueError(f"cvt_lab: unknown model argument(s) {unknown}; valid ones are "
                          f"{', '.join(k for k in args if k not in FACTORY_KEYS)}")
     args.update(overrides, num_classes=num_classes)
-    compile_model = args.pop("compile")
     model = build_cvt(**args)
     if checkpoint is not None:
         from cvt_lab.checkpoint import load_checkpoint
 
         load_checkpoint(model, checkpoint)
-    return torch.compile(model) if compile_model else model
+    return model
