@@ -35,6 +35,7 @@ def test_record_json_is_flat_and_round_trips():
     assert RunRecord.from_json(json.loads(json.dumps(data))) == record
     old = RunRecord.from_json({"status": "finished", "test/acc1": 0.9, "torch": "2.0"})  # before identities
     assert old.versions == {"torch": "2.0"} and old.identity is None and old.extra == {}
+    assert RunRecord.from_json({"status": "failed", "overrides": None}).overrides == []
 
 
 def test_read_record_missing_unreadable_and_written(tmp_path):

@@ -14,7 +14,12 @@ API::
                                    #    a directory that cannot be written RunDirError (its base class)
     identity_of(cfg)               # -> (hex hash, {dotted config key: resolved value})
     differences(old, new)          # -> ["key: old -> new", ...] between two records' identity configs
+    checkpoint_id(path)            # -> 16 hex digits of a checkpoint's contents (file or directory)
     mark_failed(run_dir, error)    # a job that died without recording its end (killed, crashed)
+    job_dirname, OutputDirCheck    # the sweep job-name resolver and the output-directory Hydra callback
+
+One run directory holds one run, so one record: an evaluation (``mode=eval``) is a run of its own, in its
+own directory (``mode`` is part of the identity, so a directory holding a training run refuses it).
 
 ``results.json`` is a flat JSON object. Its keys: ``status`` ("running" | "finished" | "failed"), ``mode``
 ("train" | "eval"), the metrics ``test/acc1``, ``test/acc5``, ``val/acc1``, ``val/acc5``, ``test/loss``
@@ -40,7 +45,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -56,9 +61,9 @@ Mode = Literal["train", "eval"]
 # (how fast it runs, where its files are, what it prints). seed, mode and the checkpoint's contents come on top.
 IDENTITY_GROUPS = ("model", "data", "recipe", "trainer")
 NOT_IDENTITY = frozenset({
-    "model.compile", "model.compile_mode", "data.root", "data.download", "data.backend", "data.num_workers", "data.eval_batch_size", "trainer.accelerator",
-    "trainer.strategy", "trainer.benchmark", "trainer.enable_progress_bar", "trainer.enable_model_summary",
-    "trainer.log_every_n_steps",
+    "model.compile", "model.compile_mode", "data.root", "data.download", "data.backend", "data.num_workers",
+    "data.eval_batch_size", "trainer.accelerator", "trainer.strategy", "trainer.benchmark",
+    "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
 })
 
 
@@ -119,11 +124,16 @@ class RunRecord:
         data = dict(data)
         kwargs = {f.name: data.pop(f.metadata.get("json", f.name)) for f in fields(cls)
                   if f.name != "extra" and f.metadata.get("json", f.name) in data}
+        # null where a list or dict belongs (hand-written, older files): the empty one
+        kwargs = {k: v for k, v in kwargs.items() if v is not None or k not in _CONTAINERS}
         torch_version = data.pop("torch", None)
         kwargs.setdefault("status", "failed")
         if not kwargs.get("versions") and torch_version:
             kwargs["versions"] = {"torch": torch_version}
         return cls(**kwargs, extra=data)
+
+
+_CONTAINERS = frozenset(f.name for f in fields(RunRecord) if f.default_factory is not MISSING)
 
 
 def read_record(run_dir: str | Path) -> RunRecord | None:
