@@ -71,7 +71,7 @@ def test_mini_sweep_one_failure_does_not_stop_the_other(mini):
     assert "divisible" in r["deit_s"]["error"]
     # The sweep ran every job, then failed (exit code 1) with one line naming the failed job and its error.
     summary = [line for line in first.stderr.splitlines() if "jobs failed" in line]
-    assert len(summary) == 1 and summary[0].startswith(FAILED_LINE) and "divisible" in summary[0]
+    assert len(summary) == 1 and summary[0].startswith("error: " + FAILED_LINE) and "divisible" in summary[0]
 
 
 @pytest.mark.slow

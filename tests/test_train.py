@@ -125,7 +125,7 @@ def test_eval_of_a_released_format_checkpoint(tmp_path):
 @pytest.mark.parametrize(
     ("args", "message", "code"),
     [
-        (["model=nope"], "Available options in 'model'", 1),  # Hydra's own config errors exit 1
+        (["model=nope"], "Available options in 'model'", 2),  # Hydra refuses it: bad input too
         (["model.heads=[1,3,4]"], "not divisible", 2),
     ],
 )

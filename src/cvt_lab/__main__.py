@@ -20,6 +20,7 @@ import lightning.pytorch  # noqa: F401  imported before Hydra configures logging
 from omegaconf import DictConfig, OmegaConf
 
 from cvt_lab.config import register_configs
+from cvt_lab.exits import BAD_INPUT, FAILED, Exit
 from cvt_lab.paths import config_dir
 
 log = logging.getLogger("cvt_lab")
@@ -90,7 +91,7 @@ class Task:
                 raise JobFailed(message) from None
             print(f"error: {message}", file=sys.stderr)
             print(f"run directory: {run_dir}")
-            sys.exit(2 if bad_input else 1)
+            raise Exit(BAD_INPUT if bad_input else FAILED) from None
         print(summary(record))
         print(f"run directory: {run_dir}")
         return record.to_json()
@@ -101,7 +102,13 @@ def main() -> None:
     register_configs()
     task = Task(started)
     # A bound method, not the instance: Hydra names the job (and its log file) after the function's file.
-    hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(task.__call__)()
+    app = hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(task.__call__)
+    try:
+        app()
+    except Exit:
+        raise
+    except SystemExit as e:  # Hydra refused the command line or config (it printed why): bad input
+        raise SystemExit(BAD_INPUT if e.code == FAILED else e.code) from None
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ and its error, so ``make`` and CI see it (exit code 1)."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,8 +13,9 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper, BasicSweepe
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
-from hydra.errors import CompactHydraException
 from omegaconf import OmegaConf
+
+from cvt_lab.exits import FAILED, Exit
 
 
 @dataclass
@@ -25,8 +27,12 @@ ConfigStore.instance().store(group="hydra/sweeper", name="cvt_lab", node=Failure
                              provider="cvt_lab")
 
 
-class SweepFailed(CompactHydraException):
-    """Some jobs of the sweep failed (Hydra prints this one message and exits 1)."""
+class SweepFailed(Exit):
+    """Some jobs of the sweep failed: the one-line summary is printed, the sweep exits 1."""
+
+    def __init__(self, summary: str):
+        print(f"error: {summary}", file=sys.stderr)
+        super().__init__(FAILED)
 
 
 def failure_summary(returns: Sequence[JobReturn]) -> str | None:
