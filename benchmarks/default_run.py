@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from cvt_lab.results import read_record
+
 TARGET_ACC1 = 0.985
 
 
@@ -43,11 +45,11 @@ def main() -> int:
                 print(f"error: {' '.join(cmd[1:])} exited {proc.returncode}:\n{proc.stderr.strip()[-2000:]}",
                       file=sys.stderr)
                 return 1
-            results = json.loads((Path(tmp) / "results.json").read_text())
-        runs.append({"seed": i, "wall_s": round(wall, 2), "test/acc1": results["test/acc1"],
-                     "startup_s": results["startup_s"], "epochs": results["epochs"]})
-        print(f"seed {i}: test top-1 {100 * results['test/acc1']:.2f}% in {wall:.1f} s "
-              f"(first training step after {results['startup_s']} s)")
+            record = read_record(tmp)
+        runs.append({"seed": i, "wall_s": round(wall, 2), "test/acc1": record.test_acc1,
+                     "startup_s": record.startup_s, "epochs": record.epochs})
+        print(f"seed {i}: test top-1 {100 * record.test_acc1:.2f}% in {wall:.1f} s "
+              f"(first training step after {record.startup_s} s)")
 
     accs, walls = [r["test/acc1"] for r in runs], [r["wall_s"] for r in runs]
     summary = {

@@ -25,6 +25,8 @@ from typing import Any
 
 from lightning.pytorch.profilers import Profiler
 
+from cvt_lab.results import RunRecord, read_record
+
 from .harness import child_env, ratio
 
 PROFILER_TARGET = "benchmarks.cvt_bench.loop.LoopProfiler"
@@ -120,11 +122,9 @@ def bench_training_loop(overrides: list[str], threads: int, timeout: float = 180
             return {"available": False, "overrides": overrides,
                     "note": f"the run failed (exit {proc.returncode}): {(proc.stderr or proc.stdout).strip()[-500:]}"}
         stats = json.loads(timings.read_text())
-        results_file = Path(tmp) / "run" / "results.json"
-        results = json.loads(results_file.read_text()) if results_file.is_file() else {}
+        record = read_record(Path(tmp) / "run") or RunRecord(status="failed")
     return {"available": True, "overrides": overrides, "wall_s": wall, **shares(stats, wall),
-            "results_startup_s": results.get("startup_s"), "test_acc1": results.get("test/acc1"),
-            "precision": results.get("precision")}
+            "results_startup_s": record.startup_s, "test_acc1": record.test_acc1, "precision": record.precision}
 
 
 def shares(stats: dict, wall: float) -> dict:
