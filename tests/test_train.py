@@ -247,8 +247,8 @@ def test_installed_console_script_runs(tmp_path):
 @pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
                     reason="torch.compile's CPU backend (inductor) needs a C++ compiler")
 def test_compiled_model_trains_and_its_checkpoint_loads_into_a_plain_model(tmp_path):
-    """``model.compile=true`` trains and evaluates under torch.compile; the checkpoint it writes (keys under
-    ``_orig_mod.``) loads into an uncompiled model, and gives the run's test accuracy back."""
+    """``model.compile=true`` trains and evaluates under torch.compile; the checkpoint it writes (compiled in
+    place: the keys of an uncompiled model) loads into an uncompiled model, and gives the run's test accuracy back."""
     run_cli(*QUICK, "model.compile=true", run_dir=tmp_path, timeout=900)
     results = read_results(tmp_path)
     assert results["status"] == "finished" and results["epochs"] == 1
