@@ -68,7 +68,7 @@ def columns(spec: dict, reference: TableRow | None) -> list[tuple[str, Callable[
         cols += [("paper diff", paper_diff), ("ours diff [95% CI]", ours_diff)]
     cols += [("params paper", lambda r: _num(r.paper.get("params"), "", "M")),
              ("params ours", lambda r: _num(r.params, ".2f", "M"))]
-    if any(r.get("gmacs") is not None for r in spec["rows"]):
+    if reference is None or any(r.get("gmacs") is not None for r in spec["rows"]):  # models differ in compute
         cols += [("GMACs paper", lambda r: _num(r.paper.get("gmacs"), "", "G")),
                  ("GMACs ours", lambda r: _num(r.gmacs, ".2f" if (r.gmacs or 0) >= 1 else ".4f", "G"))]
     return cols + [("status", lambda r: r.status)]
