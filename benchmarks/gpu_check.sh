@@ -8,11 +8,11 @@
 # (default 570 s: one device call); a step that no longer fits is skipped and says so:
 #   bench     python -m benchmarks.cvt_bench --device cuda --compile at 224 px (eager and compiled, both models)
 #   default   the default run on one GPU: python -m cvt_lab trainer=gpu (2 seeds; target >= 98.5% in <= 15 s)
-#   compile   tests/test_compile.py under this machine's torch (graph breaks, recompiles)
+#   compile   python -m benchmarks.compile_check: CvT-13 at 224 and 384 under inductor (graph breaks, recompiles)
 #   sweep     python -m cvt_lab experiment=ablation_kv_stride launcher=gpus -m (the GPU launcher)
 #   bench384  the benchmark at 384 px
 # Writes into $OUT (default gpu_out/): gpu_check.log (every step's output), bench_gpu.{json,txt},
-# bench_gpu_384.{json,txt}, default_run.json, sweep.json. Run directories go to $WORK (default /tmp/gpu_check).
+# bench_gpu_384.{json,txt}, default_run.json, compile_check.json, sweep.json. Run directories go to $WORK (default /tmp/gpu_check).
 set -u
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -69,15 +69,18 @@ for s in $STEPS; do
              --out "$OUT/bench_gpu.json" ;;
     default) step default 120 $PY benchmarks/default_run.py --repeats 2 --target-wall-s 15 \
                --out "$OUT/default_run.json" trainer=gpu ;;
-    compile) step compile 120 $PY -m pytest tests/test_compile.py -q -p no:cacheprovider ;;
+    compile) step compile 180 $PY -m benchmarks.compile_check --device cuda --presets cvt13 --sizes 224 384 \
+               --out "$OUT/compile_check.json" ;;
     sweep)
       step sweep 240 $PY -m cvt_lab experiment=ablation_kv_stride launcher=gpus "paths.output_dir=$WORK" \
         trainer.enable_progress_bar=false -m
       $PY - "$WORK" "$OUT/sweep.json" >>"$LOG" 2>&1 <<'EOF'
 import json, sys
 from pathlib import Path
-jobs = {str(p.parent): {k: r.get(k) for k in ("status", "test/acc1", "wall_s", "startup_s", "error")}
-        for p in sorted(Path(sys.argv[1]).glob("sweeps/**/results.json")) for r in [json.loads(p.read_text())]}
+from cvt_lab.results import RESULTS_FILE, read_record
+keys = ("status", "test/acc1", "wall_s", "startup_s", "error")
+jobs = {str(p.parent): {k: r.to_json().get(k) for k in keys}
+        for p in sorted(Path(sys.argv[1]).glob(f"sweeps/**/{RESULTS_FILE}")) for r in [read_record(p.parent)]}
 Path(sys.argv[2]).write_text(json.dumps(jobs, indent=1) + "\n")
 print(f"sweep: {sum(j['status'] == 'finished' for j in jobs.values())} of {len(jobs)} jobs finished")
 EOF

@@ -105,3 +105,21 @@ def test_compile_mode():
     with pytest.raises(ValueError, match="unknown model.compile_mode 'fast'; valid choices are default, .*"
                                          "reduce-overhead"):
         build_cvt(**tiny_args(compile_mode="fast"))
+
+
+def test_a_last_smaller_batch_reuses_the_compiled_graphs():
+    """Through the LightningModule the batch size is symbolic from the first step: the last, smaller batch of
+    an epoch (or of a validation split) compiles nothing new."""
+    from cvt_lab.config import RecipeConfig
+    from cvt_lab.module import ImageClassifier
+
+    module = ImageClassifier(tiny("eager"), RecipeConfig(), num_classes=10)
+    for batch in (4, 4, 3, 2):
+        x = images(batch=batch)
+        module.train()
+        module(x).square().mean().backward()
+        module.eval()
+        with torch.no_grad():
+            module(x)
+    assert dict(counters["graph_break"]) == {}
+    assert counters["stats"]["unique_graphs"] == 2

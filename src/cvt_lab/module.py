@@ -41,13 +41,16 @@ class ImageClassifier(pl.LightningModule):
         })
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # The batch size is symbolic from a compiled model's first step on, so a last, smaller batch of an
+        # epoch or split reuses the graph instead of compiling another (a no-op for an eager model).
+        torch._dynamo.maybe_mark_dynamic(x, 0)
         return self.model(x)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, labels = batch
         if self.mixup is not None:
             images, labels = self.mixup(images, labels)
-        loss = self.train_loss(self.model(images), labels)
+        loss = self.train_loss(self(images), labels)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"training loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}"
@@ -58,7 +61,7 @@ class ImageClassifier(pl.LightningModule):
 
     def _eval_step(self, batch, split: str) -> None:
         images, labels = batch
-        logits = self.model(images)
+        logits = self(images)
         self.log(f"{split}/loss", nn.functional.cross_entropy(logits, labels), sync_dist=True)
         for k in (1, 5):
             metric = self.metrics[f"{split}_acc{k}"]
