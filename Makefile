@@ -26,8 +26,11 @@ install: $(STAMP)  ## create .venv and install the project (editable) with test 
 run: $(STAMP)  ## the main job: train cvt_tiny on the bundled digits (CPU, offline)
 	$(PY) -m cvt_lab $(ARGS)
 
-test: $(STAMP)  ## the whole test suite
-	$(PY) -m pytest
+# Most tests run one single-threaded job (many in a subprocess): two processes keep both cores busy.
+TEST_WORKERS ?= 2
+
+test: $(STAMP)  ## the whole test suite (TEST_WORKERS=2 processes; TEST_WORKERS=0: in this process)
+	$(PY) -m pytest -n $(TEST_WORKERS)
 
 bench: $(STAMP)  ## benchmarks: CvT-13 vs transformers' CvT, and the default run's accuracy/time (experiments/bench/)
 	$(PY) -m benchmarks.cvt_bench --compile --out experiments/bench/bench_cpu.json $(ARGS)
