@@ -28,16 +28,6 @@ def _canonical(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
 
-def _flatten(config: dict, prefix: str = "") -> dict[str, str]:
-    out = {}
-    for key, value in config.items():
-        if isinstance(value, dict) and value:
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = _canonical(value)
-    return out
-
-
 def override_config(overrides: list[str]) -> dict[str, str]:
     """``key -> value`` of the overrides that can change a result (``+``/``~`` prefixes dropped)."""
     out = {}
@@ -88,7 +78,8 @@ def read_job(run_dir: Path, sweep_dir: Path, axis: str, row_format: str | None) 
     overrides.pop("seed", None)
     config = {}
     if r.identity_config:
-        config = {k: v for k, v in _flatten(r.identity_config).items() if k != "seed" and not covers("experiment", k)}
+        # identity_config is flat already (dotted keys, cvt_lab.results.identity_of); values compare as text
+        config = {k: _canonical(v) for k, v in r.identity_config.items() if k != "seed" and not covers("experiment", k)}
     return Job(str(run_dir.relative_to(sweep_dir)), _row(r, overrides, axis, row_format),
                None if seed is None else int(seed), r.status, None if r.test_acc1 is None else 100 * r.test_acc1,
                r.error, r.params, r.model, r.identity if r.identity_config else None, config, overrides)
@@ -202,7 +193,7 @@ def settings(jobs: list[Job], row_keys: list[str]) -> list[Setting]:
 
 
 def _less_row(config: dict[str, str], row_keys: list[str]) -> dict[str, str]:
-    return {k: v for k, v in config.items() if not any(covers(p, k) for p in row_keys)}
+    return {k: v for k, v in config.items() if not _covered(k, row_keys)}
 
 
 # ---------------------------------------------------------------------------------------------- sweep
