@@ -5,7 +5,6 @@ configuration of a row."""
 from __future__ import annotations
 
 import re
-from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -103,19 +102,11 @@ def _freeze(value: Any) -> Any:
 
 @cache
 def count_paper_config(config: PaperConfig) -> tuple[float, float]:
-    """Params (M) and GMACs of the model's full computation: inference shortcuts (e.g. a last block that
-    computes the class token only) would otherwise lower the MACs below the paper's definition."""
+    """Params (M) and GMACs of the row's paper configuration (the speed levers change no MAC count)."""
     from cvt_lab.complexity import count_preset
 
-    try:
-        from cvt_lab.models.cvt import fast_paths
-
-        ctx = fast_paths(False)
-    except (ImportError, TypeError):
-        ctx = nullcontext()
-    with ctx:
-        c = count_preset(config.preset, config.size, **{k: list(v) if isinstance(v, tuple) else v
-                                                         for k, v in config.overrides})
+    c = count_preset(config.preset, config.size, **{k: list(v) if isinstance(v, tuple) else v
+                                                     for k, v in config.overrides})
     return c.params / 1e6, c.macs / 1e9
 
 
