@@ -122,7 +122,7 @@ def test_cls_token_vs_mean_pooling():
         model = tiny(cls_token=[False, False, cls_token]).eval()
         model.stages[-1].register_forward_hook(lambda m, i, out: captured.update(out=out))
         with torch.no_grad():
-            features = model.forward_features(images(32))
+            features = model.forward_head(model.forward_features(images(32)), pre_logits=True)
         tokens, hw, cls = captured["out"]
         assert hw == model.token_grids(32)[-1] and tokens.shape == (2, hw[0] * hw[1], 128)
         if cls_token:

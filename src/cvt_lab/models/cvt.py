@@ -30,6 +30,8 @@ from contextlib import AbstractContextManager, contextmanager
 import torch
 import torch.nn.functional as F
 from timm.layers import DropPath, QuickGELU, trunc_normal_
+from timm.models import checkpoint
+from timm.models._features import feature_take_indices
 from torch import nn
 
 from cvt_lab.models.layers import (
@@ -111,6 +113,7 @@ class Stage(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if cls_token else None
         self.pos_drop = nn.Dropout(drop)
         self.zero_copy_layout = FAST_PATHS["zero_copy_layout"]
+        self.grad_checkpointing = False  # recompute each block in backward (timm's set_grad_checkpointing)
         rates = [drop_path * j / max(depth - 1, 1) for j in range(depth)]  # from 0 within each stage (released code)
         self.blocks = nn.ModuleList(
             Block(dim, heads, mlp_ratio, act, rate, drop, eps, proj=proj, kernel=proj_kernel, kv_stride=kv_stride,
@@ -135,7 +138,7 @@ class Stage(nn.Module):
             x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
         x = self.pos_drop(x)
         for block in self.blocks:
-            x = block(x, hw)
+            x = checkpoint(block, x, hw) if self.grad_checkpointing and torch.is_grad_enabled() else block(x, hw)
         if self.cls_token is None:
             return x, hw, None
         return x[:, 1:], hw, x[:, :1]
@@ -220,8 +223,15 @@ class CvT(nn.Module):
         self.in_chans = in_chans
         self.img_size = img_size
         self.stage_args = stage_args
-        self.num_features = stage_args["dims"][-1]
+        self.num_features = self.head_hidden_size = stage_args["dims"][-1]
+        self.num_prefix_tokens = int(stage_args["cls_token"][-1])
+        self.global_pool = "token" if self.num_prefix_tokens else "avg"
         grids = self.token_grids(img_size)  # validates that the strides leave tokens at img_size
+        reduction = 1
+        self.feature_info = []  # per stage, for timm's features_only wrapper
+        for i, (dim, stride) in enumerate(zip(stage_args["dims"], stage_args["embed_stride"])):
+            reduction *= stride
+            self.feature_info.append(dict(num_chs=dim, reduction=reduction, module=f"stages.{i}"))
 
         self.stages = nn.ModuleList()
         chans = in_chans
@@ -288,24 +298,99 @@ class CvT(nn.Module):
                         setattr(module, lever, settings[lever])
         return {lever: previous[lever] for lever in FAST_PATHS if lever in previous}
 
-    def reset_classifier(self, num_classes: int) -> None:
+    # ---------------------------------------------------------------- timm's model interface (cvt_lab.timm_registry)
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """Parameter groups for timm's layer-wise learning-rate decay: the first embedding, then per block."""
+        return dict(stem=r"^stages\.0\.(patch_embed|pos_embed)",
+                    blocks=r"^stages\.(\d+)" if coarse else [(r"^stages\.(\d+)\.blocks\.(\d+)", None),
+                                                             (r"^stages\.(\d+)", (0,)), (r"^norm", (99999,))])
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute every block in the backward pass instead of keeping its activations (less memory)."""
+        for stage in self.stages:
+            stage.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A fresh head for ``num_classes`` (0: none, the forward returns pooled features); ``global_pool``:
+        ``token`` (the class token), ``avg`` (mean of the spatial tokens) or ``""`` (no pooling)."""
+        if global_pool is not None:
+            _check_choice("global_pool", [global_pool], ("token", "avg", ""))
+            if global_pool == "token" and not self.num_prefix_tokens:
+                raise ValueError("CvT: global_pool='token' needs a class token in the last stage; use 'avg'")
+            self.global_pool = global_pool
         self.num_classes = num_classes
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         if num_classes > 0:
             self._init_weights(self.head)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Images (B, C, H, W) -> pooled, normalized features (B, num_features)."""
+    def _check_input(self, x: torch.Tensor) -> None:
         if x.ndim != 4 or x.shape[1] != self.in_chans:
             raise ValueError(f"CvT: expected images of shape (B, {self.in_chans}, H, W), got {tuple(x.shape)}")
         self.token_grids(tuple(x.shape[-2:]))  # a clear error before any work, not a shape error deep inside
+
+    def forward_intermediates(self, x: torch.Tensor, indices: int | list[int] | None = None, norm: bool = False,
+                              stop_early: bool = False, output_fmt: str = "NCHW", intermediates_only: bool = False,
+                              ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Every selected stage's spatial map (``NCHW``, or ``NHWC``), class token left out; ``indices``: the
+        last n stages (int), the listed ones, or all (None). Also returns :meth:`forward_features`' output
+        unless ``intermediates_only``. ``norm`` applies the final LayerNorm to the last stage's map."""
+        _check_choice("output_fmt", [output_fmt], ("NCHW", "NHWC"))
+        self._check_input(x)
+        take, last_taken = feature_take_indices(len(self.stages), indices)
+        stages = self.stages[:last_taken + 1] if stop_early or intermediates_only else self.stages
+        tokens, cls_token = x, None
+        intermediates = []
+        for i, stage in enumerate(stages):
+            tokens, hw, cls_token = stage(x)
+            x = tokens_to_map(tokens, hw, self.zero_copy_layout)
+            if i in take:
+                inter = self.norm(tokens) if norm and i == len(self.stages) - 1 else tokens
+                inter = inter.reshape(inter.shape[0], hw[0], hw[1], -1)
+                intermediates.append(inter.permute(0, 3, 1, 2) if output_fmt == "NCHW" else inter)
+        if intermediates_only:
+            return intermediates
+        if len(stages) < len(self.stages):  # stopped early: the last stage run's tokens, not normalized
+            return tokens, intermediates
+        return self._final_tokens(tokens, cls_token), intermediates
+
+    def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        """Drop the stages after the last of ``indices`` (and the norm and head) for a feature extractor."""
+        take, last_taken = feature_take_indices(len(self.stages), indices)
+        self.stages = self.stages[:last_taken + 1]
+        if prune_norm or last_taken < len(self.feature_info) - 1:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0, "")
+        return take
+
+    def _final_tokens(self, tokens: torch.Tensor, cls_token: torch.Tensor | None) -> torch.Tensor:
+        return self.norm(tokens if cls_token is None else torch.cat((cls_token, tokens), dim=1))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W) -> the last stage's normalized tokens, unpooled: (B, prefix + h*w, C), the class
+        token first when the model has one (``num_prefix_tokens``), as timm's transformers return them."""
+        self._check_input(x)
         cls_token = None
         for stage in self.stages:
             tokens, hw, cls_token = stage(x)
             x = tokens_to_map(tokens, hw, self.zero_copy_layout)
-        if cls_token is not None:
-            return self.norm(cls_token[:, 0])
-        return self.norm(tokens).mean(dim=1)
+        return self._final_tokens(tokens, cls_token)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """:meth:`forward_features`' tokens -> pooled features (``pre_logits``) or logits."""
+        if self.global_pool == "token":
+            x = x[:, 0]
+        elif self.global_pool == "avg":
+            x = x[:, self.num_prefix_tokens:].mean(dim=1)
+        return x if pre_logits else self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.forward_features(x))
+        return self.forward_head(self.forward_features(x))
