@@ -223,6 +223,9 @@ class CvT(nn.Module):
         self.in_chans = in_chans
         self.img_size = img_size
         self.stage_args = stage_args
+        self.depths = list(depths)
+        self.options = dict(act=act, attn_scale=attn_scale, drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
+                            norm_eps=norm_eps)
         self.num_features = self.head_hidden_size = stage_args["dims"][-1]
         self.num_prefix_tokens = int(stage_args["cls_token"][-1])
         self.global_pool = "token" if self.num_prefix_tokens else "avg"
@@ -279,6 +282,11 @@ class CvT(nn.Module):
                                  f"stride {s}, padding {p}) leaves no tokens; use a larger image or smaller strides")
             grids.append((h, w))
         return grids
+
+    def constructor_args(self) -> dict:
+        """The arguments that rebuild this model as it is now (its current head), e.g. for export metadata."""
+        return dict(num_classes=self.num_classes, in_chans=self.in_chans, img_size=self.img_size,
+                    depths=self.depths, **self.stage_args, **self.options)
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names exempt from weight decay (besides norms and biases, which timm exempts by ndim)."""

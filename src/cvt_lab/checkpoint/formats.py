@@ -1,36 +1,27 @@
-"""Read, convert, load and export CvT weights: released ``.pth``, transformers and our Lightning checkpoints.
-
-Three key layouts describe the same weights (docs/checkpoints.md lists them and what parity needs):
+"""The three key layouts of CvT weights and how to read them: released ``.pth``, transformers, ours.
 
 * released (``CvT-13-224x224-IN-1k.pth``): ``stage{i}.blocks.{j}.attn.conv_proj_q.conv.weight`` ...
 * transformers (``CvtForImageClassification``): ``cvt.encoder.stages.{i}.layers.{j}.attention...``
 * ours (:class:`cvt_lab.models.CvT`): the released names with ``stages.{i}.`` for ``stage{i}.``
 
-:func:`load_state` reads any of them from a file or a directory (wrappers such as ``state_dict`` /
-``model`` and the prefixes ``module.``, ``_orig_mod.`` and Lightning's ``model.`` are removed);
-:func:`to_cvt_lab` renames to ours; :func:`load_checkpoint` loads into a model and refuses a
-checkpoint of another architecture with one message; :func:`export_released` writes the released format.
-
-    python -m cvt_lab.checkpoint convert SRC DST [--to released|cvt_lab]
+:func:`load_state` reads any of them from a file, a directory or a Hugging Face Hub repository
+(``hf-hub:org/name``); wrappers such as ``state_dict`` / ``model`` and the prefixes ``module.``,
+``_orig_mod.`` and Lightning's ``model.`` are removed. :func:`to_cvt_lab` / :func:`to_released` rename.
+docs/checkpoints.md lists the layouts and what parity needs.
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
-import logging
 import pickle
 import re
-import sys
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch import nn
 
-log = logging.getLogger(__name__)
+from cvt_lab.checkpoint import hub
 
 HEAD_KEYS = ("head.weight", "head.bias")
 # Files a transformers model directory may hold, in order of preference.
@@ -186,17 +177,29 @@ def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return state
 
 
+def state_dict_of(obj) -> dict[str, torch.Tensor]:
+    """The tensors of a loaded checkpoint object, wrappers and training prefixes removed (any layout)."""
+    return _strip_prefixes(_unwrap(obj))
+
+
 def load_state(path: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of a checkpoint file or directory with wrappers and training prefixes removed, keys
-    still in the checkpoint's own layout (released, transformers or ours; see :func:`to_cvt_lab`)."""
-    path = Path(path)
+    """The tensors of a checkpoint file or directory, or of a Hub repository (``hf-hub:org/name[@revision]``,
+    see :mod:`cvt_lab.checkpoint.hub`), with wrappers and training prefixes removed, keys still in the
+    checkpoint's own layout (released, transformers or ours; see :func:`to_cvt_lab`)."""
+    path = hub.download(path) if hub.is_hub_spec(path) else Path(path)
     file = _resolve(path)
     try:
-        return _strip_prefixes(_unwrap(_read_file(file)))
+        return state_dict_of(_read_file(file))
     except (FileNotFoundError, IsADirectoryError):
         raise
     except Exception as e:  # corrupt, truncated, or not a checkpoint at all
         raise ValueError(f"cvt_lab: cannot read checkpoint {file}: {type(e).__name__}: {e}") from e
+
+
+def _listing(items: list, show: int = SHOW) -> str:
+    shown = ", ".join(map(str, items[:show]))
+    return shown + (f", ... and {len(items) - show} more" if len(items) > show else "")
+
 
 
 # ---------------------------------------------------------------------------------------------- renaming
@@ -246,133 +249,3 @@ def to_cvt_lab(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def to_released(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename any layout to the released one (``stage{i}.``)."""
     return {re.sub(r"^stages\.(\d+)\.", r"stage\1.", k): v for k, v in to_cvt_lab(state).items()}
-
-
-# ----------------------------------------------------------------------------------------------- loading
-
-
-def _listing(items: list, show: int = SHOW) -> str:
-    shown = ", ".join(map(str, items[:show]))
-    return shown + (f", ... and {len(items) - show} more" if len(items) > show else "")
-
-
-def _architecture(state: Mapping[str, torch.Tensor]) -> str:
-    """A one-line summary (blocks and width per stage, classes) of a state dict in our layout."""
-    depths: dict[int, int] = {}
-    dims: dict[int, int] = {}
-    for k, v in state.items():
-        m = re.match(r"stages\.(\d+)\.(?:blocks\.(\d+)\.|patch_embed\.proj\.weight$)", k)
-        if m and m[2] is not None:
-            depths[int(m[1])] = max(depths.get(int(m[1]), 0), int(m[2]) + 1)
-        elif m:
-            dims[int(m[1])] = v.shape[0]
-    stages = sorted(set(depths) | set(dims))
-    head = state.get("head.weight")
-    return (f"depths={[depths.get(i, 0) for i in stages]}, dims={[dims.get(i) for i in stages]}, "
-            f"classes={head.shape[0] if head is not None else None}")
-
-
-@dataclass
-class LoadResult:
-    """What :func:`load_checkpoint` did: keys the checkpoint lacked / had extra / had in another shape
-    (all empty after a strict load, apart from the head), and whether the head was kept fresh."""
-
-    missing: list[str] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
-    mismatched: list[str] = field(default_factory=list)
-    head_replaced: bool = False
-
-
-def _compare(model_state: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]) -> LoadResult:
-    # num_batches_tracked does not affect outputs; some exporters drop it.
-    missing = [k for k in model_state if k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in model_state]
-    mismatched = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
-                  for k, v in model_state.items() if k in state and state[k].shape != v.shape]
-    return LoadResult(missing, unexpected, mismatched)
-
-
-def _only_head(result: LoadResult) -> bool:
-    differing = result.missing + result.unexpected + [m.split(":")[0] for m in result.mismatched]
-    return bool(differing) and all(k in HEAD_KEYS for k in differing)
-
-
-def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = True) -> LoadResult:
-    """Load a checkpoint (any layout, see :func:`load_state`) into a :class:`~cvt_lab.models.CvT`.
-
-    A checkpoint for another architecture raises one ``ValueError`` listing the missing, unexpected and
-    mismatched keys (``strict=False`` loads what fits instead and returns them). When only the
-    classifier differs (another number of classes, or a head on one side only), the rest loads and the
-    model keeps its freshly initialised head: the usual start of fine-tuning, reported in one log line.
-    """
-    state = to_cvt_lab(load_state(path))
-    model_state = model.state_dict()
-    result = _compare(model_state, state)
-    if _only_head(result):
-        old = state["head.weight"].shape[0] if "head.weight" in state else 0
-        new = model_state["head.weight"].shape[0] if "head.weight" in model_state else 0
-        msg = f"cvt_lab: checkpoint {path}: head replaced for fine-tuning ({old} -> {new} classes)"
-        log.warning(msg)  # without logging configured, Python prints warnings to stderr
-        state = {k: v for k, v in state.items() if k not in HEAD_KEYS}
-        result = LoadResult(head_replaced=True)
-    elif strict and (result.missing or result.unexpected or result.mismatched):
-        parts = [f"cvt_lab: checkpoint {path} does not fit this model "
-                 f"(checkpoint {_architecture(state)}; model {_architecture(model_state)})."]
-        for label, items in (("missing from the checkpoint", result.missing),
-                             ("unexpected in the checkpoint", result.unexpected),
-                             ("shape mismatch", result.mismatched)):
-            if items:
-                parts.append(f"{len(items)} {label}: {_listing(items)}.")
-        if any(k.endswith("pos_embed") for k in result.missing):
-            parts.append("The released CvT weights have no position embedding: build the model with "
-                         "pos_embed=False to load them.")
-        raise ValueError(" ".join(parts))
-    bad = {m.split(":")[0] for m in result.mismatched}
-    fitting = {k: v for k, v in state.items() if k in model_state and k not in bad}
-    model.load_state_dict(fitting, strict=False)
-    return result
-
-
-# --------------------------------------------------------------------------------------------- exporting
-
-
-def export_released(model: nn.Module, path: str | Path) -> Path:
-    """Write the model's weights as a released-format ``.pth`` (plain state dict, ``stage{i}.`` keys)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.detach().cpu().contiguous() for k, v in to_released(model.state_dict()).items()}, path)
-    return path
-
-
-def convert(src: str | Path, dst: str | Path, to: str = "released") -> Path:
-    """Rewrite checkpoint ``src`` (any layout) as a plain state dict in layout ``to`` at ``dst``."""
-    state = load_state(src)
-    state = to_released(state) if to == "released" else to_cvt_lab(state)
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.contiguous() for k, v in state.items()}, dst)
-    return dst
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cvt_lab.checkpoint", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    conv = sub.add_parser("convert", help="convert a checkpoint (released, transformers, Lightning or ours)")
-    conv.add_argument("src")
-    conv.add_argument("dst")
-    conv.add_argument("--to", choices=("released", "cvt_lab"), default="released")
-    args = parser.parse_args(argv)
-    try:
-        out = convert(args.src, args.dst, args.to)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # the destination cannot be written (read-only, not a directory, no space)
-        print(f"error: cannot write {args.dst}: {e.strerror or e}; give a writable destination", file=sys.stderr)
-        return 2
-    print(f"wrote {out} ({args.to} layout)")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
