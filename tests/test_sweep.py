@@ -126,28 +126,42 @@ def main(cfg):
     if cfg.x == {crash}:
         os._exit(3)  # the job's process dies
     time.sleep({sleep})
+    out_dir = HydraConfig.get().runtime.output_dir
+    together = None
+    if cfg.x in cfg.together:  # wait until every job of `together` runs: they were launched at once
+        arrived = os.path.join(HydraConfig.get().sweep.dir, "arrived")
+        os.makedirs(arrived, exist_ok=True)
+        open(os.path.join(arrived, str(cfg.x)), "w").close()
+        deadline = time.time() + 60
+        while len(os.listdir(arrived)) < len(cfg.together) and time.time() < deadline:
+            time.sleep(0.05)
+        together = len(os.listdir(arrived))
+    if cfg.peak:  # what a cvt_lab job records after using a GPU
+        from cvt_lab.results import RunRecord, write_record
+        write_record(out_dir, RunRecord(status="finished", peak_gpu_mem_bytes=cfg.peak))
     out = {{"x": cfg.x, "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"), "start": start, "end": time.time(),
-            "threads": os.environ.get("OMP_NUM_THREADS"), "pid": os.getpid()}}
-    open(os.path.join(HydraConfig.get().runtime.output_dir, "job.json"), "w").write(json.dumps(out))
+            "threads": os.environ.get("OMP_NUM_THREADS"), "pid": os.getpid(), "together": together}}
+    open(os.path.join(out_dir, "job.json"), "w").write(json.dumps(out))
     return out
 
 if __name__ == "__main__":
     from hydra.core.config_store import ConfigStore
-    ConfigStore.instance().store(name="cfg", node={{"x": 0}})
+    ConfigStore.instance().store(name="cfg", node={{"x": 0, "together": [], "peak": 0}})
     main()
 '''
 
 
 def run_app(tmp_path: Path, *args: str, crash: int = -1, sleep: float = 1.5, code: int = 0,
-            stderr: list | None = None) -> list[dict]:
+            output: list | None = None, **environ: str) -> list[dict]:
     app = tmp_path / "app.py"
     app.write_text(textwrap.dedent(APP.format(crash=crash, sleep=sleep)))
+    environment = {k: v for k, v in env().items() if k != "CUDA_VISIBLE_DEVICES"}  # the fake GPUs are all there is
     proc = subprocess.run([sys.executable, str(app), "-m", "hydra/launcher=cvt_lab_pool",
-                           f"hydra.sweep.dir={tmp_path}/sweep", *args], cwd=tmp_path, env=env(),
+                           f"hydra.sweep.dir={tmp_path}/sweep", *args], cwd=tmp_path, env={**environment, **environ},
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == code, proc.stdout[-2000:] + proc.stderr[-2000:]
-    if stderr is not None:
-        stderr.append(proc.stderr)
+    if output is not None:  # the launcher's log (stdout) and errors (stderr)
+        output.append(proc.stdout + proc.stderr)
     return [json.loads(p.read_text()) for p in sorted((tmp_path / "sweep").rglob("job.json"))]
 
 
@@ -176,15 +190,15 @@ def test_gpu_launcher_groups_devices_per_job(tmp_path):
 
 def test_cpu_pool_threads_and_a_crashed_job(tmp_path):
     """A job whose process dies is failed for Hydra too: the sweep goes on, then exits 1 naming it."""
-    stderr: list[str] = []
+    output: list[str] = []
     jobs = run_app(tmp_path, "hydra/sweeper=cvt_lab", "hydra.launcher.pin_gpus=false", "hydra.launcher.slots=2",
-                   "hydra.launcher.threads_per_job=1", "x=1,2,3", crash=2, sleep=0.5, code=1, stderr=stderr)
+                   "hydra.launcher.threads_per_job=1", "x=1,2,3", crash=2, sleep=0.5, code=1, output=output)
     assert sorted(j["x"] for j in jobs) == [1, 3]  # the crash did not stop the sweep
     assert all(j["threads"] == "1" for j in jobs)
     failed = [json.loads(p.read_text()) for p in (tmp_path / "sweep").rglob("results.json")]
     assert len(failed) == 1 and failed[0]["status"] == "failed" and "exited with code 3" in failed[0]["error"]
     expected = "1 of 3 jobs failed: [x=2] job process exited with code 3"
-    assert expected in stderr[0] and "Traceback" not in stderr[0]
+    assert expected in output[0] and "Traceback" not in output[0]
 
 
 def test_make_slots():
@@ -195,3 +209,40 @@ def test_make_slots():
     assert make_slots(False, None, None, 1, 3) == [None, None, None]
     with pytest.raises(ValueError, match="num_gpus"):
         make_slots(True, 0, None, 1, 0)
+
+
+def test_packed_gpus_run_jobs_together_with_their_share_of_the_cores(tmp_path):
+    """jobs_per_gpu=2 on 2 (fake) GPUs: 4 jobs at once, two per GPU, each with 8 cores / 4 jobs = 2 threads; the
+    slots index the launcher's own visible devices (CUDA_VISIBLE_DEVICES=5,7 here: GPUs 5 and 7)."""
+    jobs = run_app(tmp_path, "hydra.launcher.pin_gpus=true", "hydra.launcher.num_gpus=2", "hydra.launcher.jobs_per_gpu=2",
+                   "hydra.launcher.cpu_cores=8", "x=1,2,3,4", "together=[1,2,3,4]", sleep=0, CUDA_VISIBLE_DEVICES="5,7")
+    assert sorted(j["x"] for j in jobs) == [1, 2, 3, 4]
+    assert all(j["together"] == 4 for j in jobs)  # all four were running at once
+    assert sorted(j["cuda"] for j in jobs) == ["5", "5", "7", "7"]
+    assert all(j["threads"] == "2" for j in jobs)
+
+
+def test_packed_gpus_auto_measures_the_first_job(tmp_path):
+    """jobs_per_gpu=auto: the first job runs alone; it peaked at 2 GiB (+ its CUDA context), so 2 fit a GPU of
+    8 GiB with 15% to spare, and the rest run two at once with 8 cores / 2 jobs = 4 threads each."""
+    output: list[str] = []
+    jobs = run_app(tmp_path, "hydra.launcher.pin_gpus=true", "hydra.launcher.num_gpus=1", "hydra.launcher.jobs_per_gpu=auto",
+                   f"hydra.launcher.gpu_memory_bytes={8 * 2**30}", "hydra.launcher.cpu_cores=8", f"peak={2 * 2**30}",
+                   "x=1,2,3", "together=[2,3]", sleep=0, output=output)
+    first, *rest = sorted(jobs, key=lambda j: j["x"])
+    assert all(first["end"] <= j["start"] for j in rest)  # the first ran alone
+    assert all(j["together"] == 2 for j in rest) and all(j["threads"] == "4" for j in rest)
+    assert "2 per GPU of 8.0 GiB" in output[0]
+
+
+def test_jobs_per_gpu_fit_and_values():
+    from hydra_plugins.cvt_lab_launcher.pool import CUDA_CONTEXT_BYTES, jobs_that_fit, parse_jobs_per_gpu
+
+    gib = 2**30
+    assert jobs_that_fit(gib - CUDA_CONTEXT_BYTES, 80 * gib, 0.15, 100) == 68  # 68 GiB usable, 1 GiB a job
+    assert jobs_that_fit(gib - CUDA_CONTEXT_BYTES, 80 * gib, 0.15, 16) == 16  # capped by the cores
+    assert jobs_that_fit(100 * gib, 80 * gib, 0.15, 16) == 1  # one job always runs
+    assert parse_jobs_per_gpu("auto") is None and parse_jobs_per_gpu(3) == 3
+    for bad in (0, "two", 1.5):
+        with pytest.raises(ValueError, match="jobs_per_gpu"):
+            parse_jobs_per_gpu(bad)

@@ -25,11 +25,12 @@ own directory (``mode`` is part of the identity, so a directory holding a traini
 ("train" | "eval"), the metrics ``test/acc1``, ``test/acc5``, ``val/acc1``, ``val/acc5``, ``test/loss``
 (fractions, not %), ``params``, ``macs``, ``image_size``, ``epochs``, ``steps``, the timings ``wall_s`` and
 ``startup_s`` (seconds from the job's own start) and ``started_at`` (ISO 8601), ``seed``, ``model``,
-``data``, ``recipe``, ``precision``, ``threads``, ``checkpoint`` (the path as given), ``experiment``,
-``overrides``, ``run_dir``, ``torch``, ``versions`` (torch, lightning, timm, cvt_lab, python),
-``error`` (failed runs), and the run's identity: ``identity_config``, the resolved config that defines the
-result (see :data:`IDENTITY_GROUPS`, :data:`NOT_IDENTITY`), and ``identity``, a hash of it. Unknown keys
-(a newer version's) are kept in ``RunRecord.extra`` and written back unchanged.
+``data``, ``recipe``, ``precision``, ``threads``, ``peak_gpu_mem_bytes`` (the GPU memory torch reserved at
+its peak; what the pool launcher packs GPUs by), ``checkpoint`` (the path as given), ``experiment``,
+``overrides``, ``run_dir``, ``torch``, ``versions`` (torch, lightning, timm, cvt_lab, python), ``error``
+(failed runs), and the run's identity: ``identity_config``, the resolved config that defines the result (see
+:data:`IDENTITY_GROUPS`, :data:`NOT_IDENTITY`), and ``identity``, a hash of it. Unknown keys (a newer
+version's) are kept in ``RunRecord.extra`` and written back unchanged.
 """
 
 from __future__ import annotations
@@ -103,6 +104,7 @@ class RunRecord:
     recipe: str | None = None
     precision: str | None = None
     threads: int | None = None
+    peak_gpu_mem_bytes: int | None = None  # torch.cuda.max_memory_reserved of the run (None: no GPU used)
     checkpoint: str | None = None
     experiment: dict | None = None
     overrides: list[str] = field(default_factory=list)

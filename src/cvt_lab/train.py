@@ -290,3 +290,5 @@ def train(cfg: DictConfig, run_dir: Path, record: RunRecord, resume: str | None,
     record.wall_s = round(time.time() - started, 2)
     record.startup_s = None if timer.startup_s is None else round(timer.startup_s, 2)
     record.threads = torch.get_num_threads()
+    if torch.cuda.is_initialized():  # what jobs_per_gpu=auto packs by (the pool launcher)
+        record.peak_gpu_mem_bytes = torch.cuda.max_memory_reserved()
