@@ -178,7 +178,7 @@ def test_in_memory_batch_augmentation_is_a_function_of_seed_and_step():
     batch = dm.train_set.tensors
 
     def augmented(step: int) -> torch.Tensor:
-        dm.trainer = SimpleNamespace(training=True, global_step=step)
+        dm.trainer = SimpleNamespace(training=True, global_step=step, global_rank=0)
         return dm.on_after_batch_transfer(dm.on_before_batch_transfer(batch, 0), 0)[0]
 
     assert torch.equal(augmented(5), augmented(5)) and not torch.equal(augmented(5), augmented(6))

@@ -9,8 +9,9 @@ from pathlib import Path
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from timm.data.random_erasing import RandomErasing
-from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from cvt_lab.config import AugmentConfig
 
@@ -27,34 +28,76 @@ def derived_seed(seed: int, *counters: int) -> int:
     return seed
 
 
-class EpochRandomSampler(RandomSampler):
-    """Shuffles with a generator seeded by (seed, current epoch), asked of the trainer when each epoch starts."""
-
-    def __init__(self, data_source: Dataset, seed: int, epoch: Callable[[], int]):
-        super().__init__(data_source, generator=torch.Generator())
-        self.seed = seed
-        self.epoch = epoch
-
-    def __iter__(self):
-        self.generator.manual_seed(derived_seed(self.seed, self.epoch()))
-        return super().__iter__()
+def step_seed(seed: int, step: int, rank: int = 0) -> int:
+    """The seed of one training step's randomness on one rank (batch augmentation, Mixup/CutMix, dropout, drop
+    path): ranks draw independent streams, and rank 0 the stream of a single-process run."""
+    return derived_seed(seed, step, rank) if rank else derived_seed(seed, step)
 
 
-class SeededSampler(Sampler[tuple[int, int]]):
-    """An :class:`EpochRandomSampler`'s order, each index paired with the seed of its sample's augmentation,
-    a function of (seed, epoch, index) alone: per-image randomness does not depend on which loader worker, or
-    how many, load the image, so workers can persist across epochs and a resumed run replays it exactly.
-    Not a RandomSampler, so that under DDP Lightning wraps it (keeping the seeds) rather than replacing it."""
+class EpochRandomSampler(DistributedSampler):
+    """This rank's share of a random order fixed by (seed, epoch), the epoch asked of the trainer when the epoch's
+    iteration starts.
 
-    def __init__(self, order: EpochRandomSampler):
-        self.order = order
+    Every rank draws the same order and takes every ``num_replicas``-th position of it, padded with its first
+    positions to a multiple of the ranks as torch's DistributedSampler pads: the ranks' samples are disjoint, and
+    one rank alone gets the whole order (the order of a ``RandomSampler`` seeded by (seed, epoch)). Being a
+    DistributedSampler, Lightning uses it as it is under DDP. A run resumed from a checkpoint taken mid-epoch
+    skips the samples its epoch has trained on (:meth:`resume`), where a plain loader would start the epoch over.
+    """
 
-    def __len__(self) -> int:
-        return len(self.order)
+    def __init__(self, data_source: Dataset, seed: int, epoch: Callable[[], int], num_replicas: int = 1,
+                 rank: int = 0):
+        super().__init__(data_source, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self.current_epoch = epoch
+        self.resume_at = (-1, 0)  # (epoch, samples of it this rank has trained on), from a checkpoint
+
+    def resume(self, epoch: int, samples: int) -> None:
+        """Start ``epoch`` (when it is the one iterated next) after its first ``samples`` samples of this rank."""
+        self.resume_at = (epoch, samples)
+
+    def positions(self) -> tuple[int, Iterator[tuple[int, int]]]:
+        """The epoch, and this rank's (position, index) pairs of its order; positions past the dataset's length
+        are the padding."""
+        epoch, n = self.current_epoch(), len(self.dataset)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(derived_seed(self.seed, epoch))).tolist()
+        order += order[:self.total_size - n]
+        skip = self.resume_at[1] if self.resume_at[0] == epoch else 0
+        mine = range(self.rank, self.total_size, self.num_replicas)[skip:]
+        return epoch, ((p, order[p]) for p in mine)
+
+    def __iter__(self) -> Iterator[int]:
+        return (i for _, i in self.positions()[1])
+
+
+class SeededSampler(EpochRandomSampler):
+    """An :class:`EpochRandomSampler`'s indices, each paired with the seed of its sample's augmentation, a function
+    of (seed, epoch, index) alone: per-image randomness does not depend on which loader worker, or how many, load
+    the image, so workers can persist across epochs and a resumed run replays it exactly. The index alone makes
+    the seed unique across ranks, whose indices are disjoint; the few padding repeats that even out the ranks
+    take their position (>= the dataset's length, no index's) instead, so they are augmented afresh."""
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        epoch = self.order.epoch()
-        return ((i, derived_seed(self.order.seed, epoch, i)) for i in self.order)
+        epoch, pairs = self.positions()
+        n = len(self.dataset)
+        return ((i, derived_seed(self.seed, epoch, i if p < n else p)) for p, i in pairs)
+
+
+class ResumableLoader(DataLoader):
+    """A training loader that Lightning saves in checkpoints and restores (its ``state_dict``/``load_state_dict``,
+    what Lightning calls a resumable loader): the epoch and how many of its batches were trained, so a run resumed
+    from a checkpoint taken mid-epoch (``every_n_train_steps``, SLURM's requeue) continues with the batches an
+    uninterrupted run draws next. ``progress`` gives (epoch, batches of it trained)."""
+
+    def __init__(self, *args, progress: Callable[[], tuple[int, int]], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.progress = progress
+
+    def state_dict(self) -> dict[str, int]:
+        epoch, batches = self.progress()
+        return {"epoch": epoch, "batches": batches}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.resume(state["epoch"], state["batches"] * self.batch_size)
 
 
 class SeededSamples(Dataset):
@@ -127,15 +170,26 @@ class ImageDataModule(pl.LightningDataModule):
     def current_epoch(self) -> int:
         return self.trainer.current_epoch if self.trainer is not None else 0
 
+    def epoch_progress(self) -> tuple[int, int]:
+        """(epoch, batches of it trained): where a checkpoint saved now leaves training. Lightning counts a batch
+        ready once fetched; checkpoints are saved between steps (after a batch's step, or validation), where the
+        batches ready are those trained, as many as Lightning counts done when it resumes from that checkpoint."""
+        return self.current_epoch(), self.trainer.fit_loop.epoch_loop.batch_progress.current.ready
+
+    def ranks(self) -> tuple[int, int]:
+        """(number of ranks, this process's rank) of the training, (1, 0) outside of distributed training."""
+        t = self.trainer
+        return (t.world_size, t.global_rank) if t is not None else (1, 0)
+
     @property
     def training(self) -> bool:
         return self.trainer is not None and self.trainer.training
 
     def on_before_batch_transfer(self, batch, dataloader_idx: int):
         # Every training step's randomness (batch augmentation, Mixup/CutMix, dropout, drop path) starts from
-        # a seed fixed by (seed, step): resuming at any checkpoint replays it exactly.
+        # a seed fixed by (seed, step, rank): resuming at any checkpoint replays it exactly, on every rank.
         if self.training:
-            pl.seed_everything(derived_seed(self.seed, self.trainer.global_step), verbose=False)
+            pl.seed_everything(step_seed(self.seed, self.trainer.global_step, self.trainer.global_rank), verbose=False)
         return batch
 
     def random_erasing(self, images: torch.Tensor) -> torch.Tensor:
@@ -146,19 +200,21 @@ class ImageDataModule(pl.LightningDataModule):
         return RandomErasing(a.re_prob, mode=a.re_mode, device=images.device)(images)
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
-        sampler = EpochRandomSampler(dataset, self.seed, self.current_epoch) if train else None
-        if train and self.augments_per_image:
-            dataset, sampler = SeededSamples(dataset), SeededSampler(sampler)
+        num_replicas, rank = self.ranks()
         on_cuda = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size if train else self.eval_batch_size,
-            sampler=sampler,
-            drop_last=train and self.drop_last,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=on_cuda,
-        )
+        common = {"num_workers": self.num_workers, "persistent_workers": self.num_workers > 0, "pin_memory": on_cuda}
+        if not train:
+            # Each sample once, on one rank (some ranks get a batch less): torchmetrics then gathers the metrics
+            # of exactly the split, where Lightning's DistributedSampler would pad with repeated samples.
+            sampler = UnrepeatedDistributedSampler(dataset, num_replicas, rank, shuffle=False) if num_replicas > 1 \
+                else None
+            return DataLoader(dataset, batch_size=self.eval_batch_size, sampler=sampler, **common)
+        sampler_type = SeededSampler if self.augments_per_image else EpochRandomSampler
+        sampler = sampler_type(dataset, self.seed, self.current_epoch, num_replicas, rank)
+        if self.augments_per_image:
+            dataset = SeededSamples(dataset)
+        return ResumableLoader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=self.drop_last,
+                               progress=self.epoch_progress, **common)
 
     def train_dataloader(self):
         return self._loader(self.train_set, train=True)
