@@ -62,7 +62,7 @@ def download(spec: str) -> Path:
             folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=PICKLE_FILES))
     except LocalEntryNotFoundError as e:  # also an incomplete snapshot in the cache
         where = f"the Hugging Face cache ({constants.HF_HUB_CACHE})"
-        if constants.is_offline_mode():
+        if constants.HF_HUB_OFFLINE:
             raise FileNotFoundError(f"cvt_lab: checkpoint={spec} is not in {where} and HF_HUB_OFFLINE is set: "
                                     "download it once with the network (unset HF_HUB_OFFLINE), or point "
                                     "HF_HUB_CACHE at a cache that holds it") from None

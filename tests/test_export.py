@@ -1,0 +1,124 @@
+"""``python -m cvt_lab.checkpoint export RUN_OR_CKPT --to safetensors|onnx|transformers``: from a run directory
+(its config and last.ckpt) or a checkpoint file; ONNX with a dynamic batch checked with onnxruntime; a
+transformers directory that ``CvtForImageClassification.from_pretrained`` loads to our logits (act=gelu) or to
+logits off by the GELU difference, with a warning (act=quick_gelu); refusals as one message, exit 2."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from cvt_lab import create_model
+from cvt_lab.checkpoint import export_released, main, model_from
+from cvt_lab.models import load_preset
+
+transformers = pytest.importorskip("transformers")
+from test_checkpoint import TINY_DEPTHS, logits, randomize  # noqa: E402
+
+
+def make_run(run_dir, **overrides):
+    """A run directory as training leaves it: .hydra/config.yaml and a Lightning checkpoints/last.ckpt."""
+    torch.manual_seed(0)
+    model = randomize(create_model("cvt_tiny", num_classes=10, **overrides))
+    args = {**load_preset("cvt_tiny"), **overrides, "num_classes": "${data.num_classes}"}
+    (run_dir / ".hydra").mkdir(parents=True)
+    OmegaConf.save({"model": {"_target_": "cvt_lab.models.build_cvt", **args}, "data": {"num_classes": 10}},
+                   run_dir / ".hydra" / "config.yaml")
+    (run_dir / "checkpoints").mkdir()
+    torch.save({"epoch": 1, "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}},
+               run_dir / "checkpoints" / "last.ckpt")
+    return model
+
+
+def max_diff(out: str) -> float:
+    return float(re.search(r"max \|diff\| of its logits from PyTorch's: (\S+)", out)[1])
+
+
+def test_onnx_dynamic_batch(tmp_path, capsys):
+    onnx = pytest.importorskip("onnx")
+    make_run(tmp_path / "run", depths=[1, 1, 1])
+    assert main(["export", str(tmp_path / "run"), "--to", "onnx"]) == 0
+    out = capsys.readouterr().out
+    assert max_diff(out) < 1e-4  # onnxruntime vs PyTorch on a batch of 3, traced with 2
+    graph = onnx.load(tmp_path / "run" / "export" / "model.onnx").graph
+    (images,) = graph.input
+    assert images.name == "images" and images.type.tensor_type.shape.dim[0].dim_param  # symbolic batch
+    assert [d.dim_value for d in images.type.tensor_type.shape.dim[1:]] == [3, 32, 32]
+
+
+def test_safetensors_default_and_self_describing(tmp_path, capsys):
+    source = make_run(tmp_path / "run")
+    assert main(["export", str(tmp_path / "run" / "checkpoints" / "last.ckpt"), "--out", str(tmp_path / "m.safetensors")]) == 0
+    assert "wrote" in capsys.readouterr().out
+    from safetensors import safe_open
+
+    with safe_open(tmp_path / "m.safetensors", "pt") as f:
+        args = json.loads(f.metadata()["cvt_lab.model"])
+    assert args["name"] == "cvt_tiny" and args["num_classes"] == 10 and args["act"] == "quick_gelu"
+    rebuilt = model_from(tmp_path / "m.safetensors")  # no run directory, no --model: the metadata says it
+    assert torch.equal(logits(rebuilt, 32), logits(source, 32))
+    assert main(["export", str(tmp_path / "run")]) == 0
+    assert (tmp_path / "run" / "export" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("act", ["gelu", "quick_gelu"])
+def test_transformers_directory(tmp_path, capsys, caplog, act):
+    source = make_run(tmp_path / "run", depths=TINY_DEPTHS, act=act)
+    with caplog.at_level(logging.WARNING, logger="cvt_lab.checkpoint"):
+        assert main(["export", str(tmp_path / "run"), "--to", "transformers", "--out", str(tmp_path / "hf")]) == 0
+    assert {"config.json", "model.safetensors"} <= {p.name for p in (tmp_path / "hf").iterdir()}
+    hf = transformers.CvtForImageClassification.from_pretrained(tmp_path / "hf").eval()
+    diff = (logits(hf, 32) - logits(source, 32)).abs().max().item()
+    assert diff == pytest.approx(max_diff(capsys.readouterr().out), rel=1e-3, abs=1e-6)
+    warned = any("erf GELU" in r.getMessage() for r in caplog.records)
+    if act == "gelu":  # transformers computes the erf GELU: the same logits
+        assert diff < 1e-4 and not warned
+    else:  # the released QuickGELU: close, not equal, and said so
+        assert 1e-4 < diff < 0.1 and warned
+
+
+def test_released_checkpoint_needs_its_preset(tmp_path, capsys):
+    torch.manual_seed(0)
+    path = export_released(create_model("cvt_tiny", num_classes=10), tmp_path / "CvT-tiny.pth")
+    assert main(["export", str(path)]) == 2
+    assert "--model cvt13" in capsys.readouterr().err
+    assert main(["export", str(path), "--model", "cvt_tiny"]) == 0
+    assert (tmp_path / "CvT-tiny.safetensors").is_file()
+
+
+@pytest.mark.parametrize("overrides, problem", [
+    (dict(depths=[1, 1, 2]), "depths=[1, 1, 2]"),
+    (dict(depths=TINY_DEPTHS, pos_embed=True), "pos_embed=[True, True, True]"),
+    (dict(depths=TINY_DEPTHS, proj="avg"), "proj=['avg', 'avg', 'avg']"),
+])
+def test_transformers_refuses_what_it_cannot_compute(tmp_path, capsys, overrides, problem):
+    make_run(tmp_path / "run", **overrides)
+    assert main(["export", str(tmp_path / "run"), "--to", "transformers"]) == 2
+    err = capsys.readouterr().err
+    assert problem in err and "export to onnx or safetensors" in err and "Traceback" not in err
+
+
+def test_bad_sources(tmp_path, capsys):
+    (tmp_path / "run" / ".hydra").mkdir(parents=True)
+    (tmp_path / "run" / ".hydra" / "config.yaml").write_text("model: {}\n")
+    assert main(["export", str(tmp_path / "run")]) == 2
+    assert "has no checkpoints/last.ckpt" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "absent.ckpt"), "--model", "cvt_tiny"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_convert_writes_safetensors(tmp_path, capsys):
+    torch.manual_seed(0)
+    model = create_model("cvt_tiny", num_classes=10)
+    torch.save({"state_dict": model.state_dict()}, tmp_path / "ours.ckpt")
+    assert main(["convert", str(tmp_path / "ours.ckpt"), str(tmp_path / "released.safetensors")]) == 0
+    from safetensors.torch import load_file
+
+    assert "stage0.patch_embed.proj.weight" in load_file(tmp_path / "released.safetensors")
+    reloaded = create_model("cvt_tiny", num_classes=10, checkpoint=tmp_path / "released.safetensors").eval()
+    assert torch.equal(logits(reloaded, 32), logits(model.eval(), 32))
