@@ -13,7 +13,9 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import hydra
 import lightning.pytorch  # noqa: F401  imported before Hydra configures logging, so conf/config.yaml's levels apply
@@ -22,11 +24,15 @@ from omegaconf import DictConfig, OmegaConf
 from cvt_lab.config import register_configs
 from cvt_lab.exits import BAD_INPUT, FAILED, Exit
 from cvt_lab.paths import config_dir
+from cvt_lab.results import RunRecord
 
 log = logging.getLogger("cvt_lab")
 
 
-def summary(record) -> str:
+def summary(record: RunRecord) -> str:
+    if record.mode == "predict":
+        return f"{record.model}: predictions of checkpoint {record.checkpoint} for the images under data.root"
+
     def pct(value: float | None) -> str:
         return "n/a" if value is None else f"{100 * value:.2f}%"
 
@@ -35,6 +41,28 @@ def summary(record) -> str:
     wall = "" if record.wall_s is None else f" | {record.epochs} epochs in {record.wall_s:.1f}s"
     return (f"{record.model} on {record.data}: test top-1 {pct(record.test_acc1)}, top-5 {pct(record.test_acc5)}, "
             f"val top-1 {pct(record.val_acc1)}{size}{wall}")
+
+
+# The record's metrics a sweeper can optimize (``objective=``): its keys that name a measured value.
+METRICS = tuple(f.metadata["json"] for f in fields(RunRecord) if "json" in f.metadata)
+
+
+def check_objective(objective: str | None) -> None:
+    if objective is not None and objective not in METRICS:
+        raise ValueError(f"objective={objective}: not a metric of the run record; valid choices are "
+                         f"{', '.join(METRICS)} (or objective=null to return the whole record)")
+
+
+def objective_value(record: RunRecord, objective: str | None) -> float | dict[str, Any]:
+    """What the task returns: the ``objective`` metric as a float for a sweeper that optimizes it (Optuna), or
+    the whole record (a dict) when no objective is set."""
+    if objective is None:
+        return record.to_json()
+    metrics = {k: v for k, v in record.to_json().items() if k in METRICS and v is not None}
+    if objective not in metrics:
+        raise ValueError(f"objective={objective}: this {record.mode} run measured no {objective}; pick one it "
+                         f"measures ({', '.join(metrics) or 'none'})")
+    return float(metrics[objective])
 
 
 def save_config_snapshot(cfg: DictConfig, run_dir: Path) -> None:
@@ -68,7 +96,7 @@ class Task:
         self.started, self.first_job = time.time(), True
         register_configs()
 
-    def __call__(self, cfg: DictConfig) -> dict:
+    def __call__(self, cfg: DictConfig) -> float | dict[str, Any]:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 
@@ -79,7 +107,9 @@ class Task:
         hc = HydraConfig.get()
         run_dir, overrides = Path(hc.runtime.output_dir), list(hc.overrides.task)
         try:
+            check_objective(cfg.objective)
             record = run(cfg, run_dir, overrides, started=started, on_start=lambda: save_config_snapshot(cfg, run_dir))
+            result = objective_value(record, cfg.objective)
         except Exception as e:  # noqa: BLE001 - every failure is reported; see the docstring
             error = as_job_error(e)
             bad_input, message = isinstance(error, JobError), message_of(error)
@@ -94,7 +124,7 @@ class Task:
             raise Exit(BAD_INPUT if bad_input else FAILED) from None
         print(summary(record))
         print(f"run directory: {run_dir}")
-        return record.to_json()
+        return result
 
 
 def main() -> None:

@@ -7,7 +7,9 @@ factory uses.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import functools
+import inspect
+from dataclasses import dataclass, field, fields, make_dataclass
 from typing import Any
 
 from omegaconf import II, MISSING
@@ -120,8 +122,8 @@ class DataConfig:
 
 
 @dataclass
-class TrainerConfig:
-    """Arguments of ``lightning.pytorch.Trainer``."""
+class _TrainerDefaults:
+    """cvt_lab's own defaults for ``lightning.pytorch.Trainer`` (the recipe sets the length and clipping)."""
 
     _target_: str = "lightning.pytorch.Trainer"
     accelerator: str = "cpu"
@@ -145,6 +147,43 @@ class TrainerConfig:
     enable_model_summary: bool = False
 
 
+# Trainer arguments the job passes itself (the run directory, its logger and callbacks), never from the config.
+TRAINER_ARGS_SET_BY_JOB = frozenset({"default_root_dir", "logger", "callbacks"})
+
+
+@functools.cache
+def trainer_args_at_lightning_defaults() -> dict[str, Any]:
+    """Every other argument of ``lightning.pytorch.Trainer.__init__`` at Lightning's own default, read from its
+    signature, so the schema accepts any real Trainer argument (``trainer.val_check_interval=0.5``,
+    ``trainer.profiler=simple``) and still refuses a misspelled one. Left at these values they are not part of
+    a run's identity (:func:`cvt_lab.results.identity_of`): runs keep the identity they had before."""
+    from lightning.pytorch import Trainer
+
+    own = {f.name for f in fields(_TrainerDefaults)} | TRAINER_ARGS_SET_BY_JOB
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {name: p.default for name, p in inspect.signature(Trainer.__init__).parameters.items()
+            if name != "self" and name not in own and p.kind in kinds}
+
+
+@functools.cache
+def trainer_config() -> type:
+    """``TrainerConfig``, the schema of ``lightning.pytorch.Trainer``'s arguments: cvt_lab's defaults, then every
+    other argument at Lightning's default. Built on first use (``cvt_lab.config.TrainerConfig``), so importing
+    cvt_lab does not import Lightning."""
+    cls = make_dataclass("TrainerConfig", [(name, Any, field(default=default))
+                                           for name, default in trainer_args_at_lightning_defaults().items()],
+                         bases=(_TrainerDefaults,), namespace={"__doc__": trainer_config.__doc__,
+                                                               "__module__": __name__})
+    globals()["TrainerConfig"] = cls  # what Config's annotation names
+    return cls
+
+
+def __getattr__(name: str) -> Any:
+    if name == "TrainerConfig":
+        return trainer_config()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 @dataclass
 class LoggerConfig:
     """Arguments of :func:`cvt_lab.loggers.build_logger`."""
@@ -158,6 +197,7 @@ class LoggerConfig:
     name: str | None = None  # run name; default: made from the overrides
     tags: list[str] = field(default_factory=list)
     mode: str = "auto"  # W&B: online | offline | disabled | auto (offline without an API key)
+    log_model: Any = False  # W&B: upload checkpoints as artifacts (true: at the end; all: as they are saved)
 
 
 @dataclass
@@ -167,20 +207,33 @@ class PathsConfig:
 
 
 @dataclass
+class PredictConfig:
+    """``mode=predict``: the classes each image under ``data.root`` most likely shows, into the run directory."""
+
+    top_k: int = 5
+    file: str = "predictions.csv"
+
+
+@dataclass
 class Config:
     model: ModelConfig = MISSING
     data: DataConfig = MISSING
     recipe: RecipeConfig = MISSING
-    trainer: TrainerConfig = MISSING
+    trainer: TrainerConfig = MISSING  # noqa: F821 - built from Lightning's signature by trainer_config()
     logger: LoggerConfig = MISSING
     paths: PathsConfig = field(default_factory=PathsConfig)
-    mode: str = "train"  # train | eval
+    mode: str = "train"  # train | eval | predict
     seed: int = 0
-    checkpoint: str | None = None  # weights to start from (train) or to evaluate (eval); any format
+    checkpoint: str | None = None  # weights to start from (train), evaluate (eval) or predict with; any format
     threads: int | None = None  # torch intra-op threads for this job; None: torch's default (every core)
     resume: str | None = None  # a Lightning checkpoint to resume; default: the run dir's last.ckpt
     experiment: Any = None  # set by experiment configs: table and row names (see conf/experiment/)
     scale: Any = None  # conf/scale/: cpu (default) or paper; experiments read their per-job budget from it
+    # A results.json metric (val/acc1, test/loss, ...): the job returns it as a float, for sweepers that
+    # optimize it (conf/hparams_search/); None: the job returns its whole record.
+    objective: str | None = None
+    predict: PredictConfig = field(default_factory=PredictConfig)
+
 
 
 def register_configs() -> None:
@@ -191,6 +244,7 @@ def register_configs() -> None:
 
     from cvt_lab.results import job_dirname
 
+    trainer_config()  # Config's trainer schema, built from Lightning's signature
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
     # Sweep job directories: the overrides, plus a short id of the checkpoint's contents (conf/config.yaml).

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import lightning.pytorch as pl
 import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from timm.data import Mixup
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
@@ -19,8 +23,22 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class ImageClassifier(pl.LightningModule):
-    def __init__(self, model: nn.Module, recipe: RecipeConfig, num_classes: int):
+    """``model_config`` (the ``model`` config node as a dict, with its ``_target_``) is saved with the
+    hyperparameters, so ``ImageClassifier.load_from_checkpoint(path)`` rebuilds the model from it."""
+
+    def __init__(self, model: nn.Module | None, recipe: RecipeConfig | dict, num_classes: int,
+                 model_config: dict | None = None):
         super().__init__()
+        recipe = recipe if isinstance(recipe, RecipeConfig) else OmegaConf.to_object(
+            OmegaConf.merge(OmegaConf.structured(RecipeConfig), recipe))
+        # Plain containers only (a checkpoint loads with torch.load(weights_only=True)); model=None: load_from_checkpoint
+        # rebuilds it from model_config.
+        self.save_hyperparameters({"model": None, "recipe": asdict(recipe), "num_classes": num_classes,
+                                   "model_config": model_config})
+        if model is None:
+            if model_config is None:
+                raise ValueError("ImageClassifier needs a model, or the model_config to build it from")
+            model = instantiate(model_config)
         self.model = model
         self.recipe = recipe
         r = recipe

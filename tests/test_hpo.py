@@ -1,0 +1,41 @@
+"""Hyperparameter search: the job returns its objective as a float, and conf/hparams_search/ runs Optuna
+(hydra-optuna-sweeper, the hpo extra) over it; failed trials fail the sweep as cvt_lab's sweeper does."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from conftest import TINY, compose_config, run_cli
+
+from cvt_lab.__main__ import objective_value
+from cvt_lab.results import RunRecord
+
+pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="the hpo extra (hydra-optuna-sweeper)")
+SEARCH = ("hparams_search=cvt_tiny_optuna", "hydra.sweeper.n_trials=3", "model.img_size=16", *TINY)
+
+
+def test_objective_is_the_returned_float_and_the_record_otherwise():
+    record = RunRecord(status="finished", val_acc1=0.75, test_loss=0.5)
+    assert objective_value(record, "val/acc1") == 0.75 and isinstance(objective_value(record, "test/loss"), float)
+    assert objective_value(record, None)["val/acc1"] == 0.75  # the dict, as before
+    with pytest.raises(ValueError, match="measured no val/acc5"):
+        objective_value(record, "val/acc5")
+    assert compose_config("hparams_search=cvt_tiny_optuna").objective == "val/acc1"
+
+
+def test_optuna_search_of_three_trials_reports_the_best(tmp_path):
+    proc = run_cli(*SEARCH, f"hydra.sweep.dir={tmp_path}", "-m")
+    best = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
+    assert best["name"] == "optuna" and 0.0 <= best["best_value"] <= 1.0
+    assert set(best["best_params"]) == {"recipe.optimizer.lr", "recipe.optimizer.weight_decay", "model.drop_path.2"}
+    assert len(list(tmp_path.glob("*/results.json"))) == 3
+    assert "Best value" in proc.stdout + proc.stderr
+
+
+def test_failed_trials_fail_the_search_naming_them(tmp_path):
+    # batch size 0 is refused before anything is built: every trial fails at once
+    proc = run_cli(*SEARCH, "hydra.sweeper.n_trials=2", "recipe.batch_size=0", f"hydra.sweep.dir={tmp_path}", "-m",
+                   check=False)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "2 of 2 jobs failed" in proc.stderr and "recipe.batch_size=0: give at least 1" in proc.stderr
+    assert "Traceback" not in proc.stderr
