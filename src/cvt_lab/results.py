@@ -272,15 +272,20 @@ def job_dirname(override_dirname: str, checkpoint: str | None) -> str:
 
 def identity_of(cfg: Any) -> tuple[str, dict[str, Any]]:
     """The identity of a run: ``(hash, config)``, where ``config`` maps dotted keys to the resolved values that
-    define its result (``model.*``, ``data.*``, ``recipe.*``, ``trainer.*`` but :data:`NOT_IDENTITY` and the
-    ``_target_`` keys; ``seed``; ``mode``; ``checkpoint``: the contents' id). The logger, the launcher, the paths,
-    threads and Hydra's settings are not part of it."""
+    define its result (``model.*``, ``data.*``, ``recipe.*``, ``trainer.*`` but :data:`NOT_IDENTITY`, the
+    ``_target_`` keys and Trainer arguments left at Lightning's defaults; ``seed``; ``mode``; ``checkpoint``:
+    the contents' id). The logger, the launcher, the paths, threads and Hydra's settings are not part of it."""
     from omegaconf import OmegaConf
+
+    from cvt_lab.config import trainer_args_at_lightning_defaults
 
     config: dict[str, Any] = {}
     for group in IDENTITY_GROUPS:
         config.update(_flatten(OmegaConf.to_container(cfg[group], resolve=True), group))
-    config = {k: v for k, v in config.items() if k not in NOT_IDENTITY and not k.endswith("._target_")}
+    # Trainer arguments cvt_lab leaves at Lightning's defaults count only once set (identities stay as they were)
+    at_default = {f"trainer.{k}": v for k, v in trainer_args_at_lightning_defaults().items()}
+    config = {k: v for k, v in config.items() if k not in NOT_IDENTITY and not k.endswith("._target_")
+              and not (k in at_default and v == at_default[k])}
     config.update(seed=cfg.seed, mode=cfg.mode, checkpoint=checkpoint_id(cfg.checkpoint))
     text = json.dumps(config, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16], config

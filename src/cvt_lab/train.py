@@ -91,10 +91,10 @@ class StartupTimer(Callback):
 
 def check_inputs(cfg: DictConfig) -> None:
     """Refuse what cannot work before anything is built or written."""
-    if cfg.mode not in ("train", "eval"):
-        raise JobError(f"unknown mode {cfg.mode!r}; valid choices are 'train' and 'eval'")
-    if cfg.mode == "eval" and not cfg.checkpoint:
-        raise JobError("mode=eval needs the weights to evaluate: add checkpoint=PATH")
+    if cfg.mode not in ("train", "eval", "predict"):
+        raise JobError(f"unknown mode {cfg.mode!r}; valid choices are 'train', 'eval' and 'predict'")
+    if cfg.mode in ("eval", "predict") and not cfg.checkpoint:
+        raise JobError(f"mode={cfg.mode} needs the weights to use: add checkpoint=PATH")
     if cfg.mode == "train" and cfg.recipe.requires_checkpoint and not cfg.checkpoint:
         raise JobError(f"recipe={cfg.recipe.name} fine-tunes pre-trained weights (as experiment=transfer does): add "
                        "checkpoint=PATH (ours, a released .pth or a transformers directory)")
@@ -193,7 +193,12 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = (), started: 
             if on_start is not None:
                 on_start()
             write_record(run_dir, record)
-            train(cfg, run_dir, record, resume, started)
+            if cfg.mode == "predict":
+                from cvt_lab.predict import predict
+
+                predict(cfg, run_dir, record, started)
+            else:
+                train(cfg, run_dir, record, resume, started)
             write_record(run_dir, record)
         except RunDirTaken:
             raise
@@ -244,7 +249,8 @@ def train(cfg: DictConfig, run_dir: Path, record: RunRecord, resume: str | None,
     mixup = cfg.recipe.mixup > 0 or cfg.recipe.cutmix > 0
     datamodule = build(cfg.data, "data", batch_size=cfg.recipe.batch_size, image_size=image_size,
                        augment=OmegaConf.to_object(cfg.recipe.augment), drop_last=mixup, seed=cfg.seed)
-    module = ImageClassifier(model, OmegaConf.to_object(cfg.recipe), num_classes=cfg.data.num_classes)
+    module = ImageClassifier(model, OmegaConf.to_object(cfg.recipe), num_classes=cfg.data.num_classes,
+                             model_config=OmegaConf.to_container(cfg.model, resolve=True))
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
     logger = build(cfg.logger, "logger", _recursive_=False, _convert_="all", save_dir=str(run_dir),
@@ -257,6 +263,7 @@ def train(cfg: DictConfig, run_dir: Path, record: RunRecord, resume: str | None,
                                  save_last=True, save_top_k=1, every_n_epochs=1), timer]
     trainer: pl.Trainer = build(cfg.trainer, "trainer", default_root_dir=str(run_dir), logger=logger,
                                 callbacks=callbacks)
+    succeeded = False
     try:
         if cfg.mode == "train":
             if resume:
@@ -268,6 +275,7 @@ def train(cfg: DictConfig, run_dir: Path, record: RunRecord, resume: str | None,
             metrics = dict(trainer.callback_metrics)
         trainer.test(module, datamodule=datamodule, verbose=False)
         metrics.update(trainer.callback_metrics)
+        succeeded = True
     except NonFiniteLossError as e:
         last = ckpt_dir / "last.ckpt"
         kept = f"the last good checkpoint is kept: {last}" if last.is_file() else "no checkpoint was written yet"
@@ -278,7 +286,8 @@ def train(cfg: DictConfig, run_dir: Path, record: RunRecord, resume: str | None,
         if cfg.logger.kind == "wandb":
             import wandb
 
-            wandb.finish()  # runs sharing a process (a sweep) must never merge into one W&B run
+            # a failed job shows as failed in W&B; runs sharing a process (a sweep) never merge into one W&B run
+            wandb.finish(exit_code=0 if succeeded else 1)
 
     record.status = "finished"
     record.test_acc1, record.test_acc5 = _metric(metrics, "test/acc1"), _metric(metrics, "test/acc5")
