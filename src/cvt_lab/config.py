@@ -122,6 +122,30 @@ class DataConfig:
 
 
 @dataclass
+class DigitsCanvasConfig(DataConfig):
+    """``data=digits_canvas`` (:class:`cvt_lab.data.DigitsCanvasDataModule`): its extra arguments."""
+
+    task: str = "class"  # class (which digit) | position (which cell) | class_position (digit x cell)
+    canvas_size: int = 32  # pixels
+    grid: int = 3  # grid x grid cells
+    digit_size: int = 8  # pixels (the source digits are 8x8)
+    copies: int = 1  # placements of each source digit
+    clutter: int = 0  # fragments of other digits per image
+    noise: float = 0.0  # std of Gaussian pixel noise (images in [0, 1])
+
+
+CANVAS_TASKS = ("class", "position", "class_position")
+
+
+def canvas_classes(task: str, grid: int) -> int:
+    """The labels of a canvas task: 10 digits, ``grid**2`` cells, or both (label = digit * grid**2 + cell);
+    data=digits_canvas's ``num_classes`` (resolver ``cvt_lab.canvas_classes``)."""
+    if task not in CANVAS_TASKS:
+        raise ValueError(f"unknown data.task={task!r}; valid: {', '.join(CANVAS_TASKS)}")
+    return {"class": 10, "position": grid * grid, "class_position": 10 * grid * grid}[task]
+
+
+@dataclass
 class _TrainerDefaults:
     """cvt_lab's own defaults for ``lightning.pytorch.Trainer`` (the recipe sets the length and clipping)."""
 
@@ -247,5 +271,7 @@ def register_configs() -> None:
     trainer_config()  # Config's trainer schema, built from Lightning's signature
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
+    cs.store(group="data", name="digits_canvas_schema", node=DigitsCanvasConfig)
+    OmegaConf.register_new_resolver("cvt_lab.canvas_classes", canvas_classes, replace=True)
     # Sweep job directories: the overrides, plus a short id of the checkpoint's contents (conf/config.yaml).
     OmegaConf.register_new_resolver("cvt_lab.job_dirname", job_dirname, replace=True)
