@@ -21,6 +21,12 @@ transformers = pytest.importorskip("transformers")
 from test_checkpoint import TINY_DEPTHS, logits, randomize  # noqa: E402
 
 
+# One stage with every CvT part (convolutional embedding, dw_bn projections, class token): a quick ONNX export.
+ONE_STAGE = dict(depths=[1], dims=[32], heads=[1], embed_type="conv", embed_kernel=7, embed_stride=4, embed_padding=2,
+                 proj="dw_bn", proj_kernel=3, q_stride=1, kv_stride=2, pos_embed=False, cls_token=True, mlp_ratio=4.0,
+                 qkv_bias=True, drop_path=0.0)
+
+
 def make_run(run_dir, **overrides):
     """A run directory as training leaves it: .hydra/config.yaml and a Lightning checkpoints/last.ckpt."""
     torch.manual_seed(0)
@@ -41,7 +47,7 @@ def max_diff(out: str) -> float:
 
 def test_onnx_dynamic_batch(tmp_path, capsys):
     onnx = pytest.importorskip("onnx")
-    make_run(tmp_path / "run", depths=[1, 1, 1])
+    make_run(tmp_path / "run", **ONE_STAGE)
     assert main(["export", str(tmp_path / "run"), "--to", "onnx"]) == 0
     out = capsys.readouterr().out
     assert max_diff(out) < 1e-4  # onnxruntime vs PyTorch on a batch of 3, traced with 2
