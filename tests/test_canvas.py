@@ -80,11 +80,10 @@ def test_clutter_and_noise_keep_the_labels_and_stay_in_range():
     assert noisy.test_set.tensors[0].abs().max() <= 1.0
 
 
-def test_position_tasks_never_translate_and_bad_settings_say_what_to_change():
-    shift = AugmentConfig(affine_translate=0.1, affine_degrees=10)
-    assert canvas("class", augment=shift).augment.affine_translate == 0.1
+def test_no_affine_jitter_and_bad_settings_say_what_to_change():
+    shift = AugmentConfig(affine_translate=0.1, affine_degrees=10, affine_scale=0.1, re_prob=0.25)
     kept = DigitsCanvasDataModule(name="digits_canvas", num_classes=9, task="position", augment=shift).augment
-    assert kept.affine_translate == 0.0 and kept.affine_degrees == 10
+    assert (kept.affine_translate, kept.affine_degrees, kept.affine_scale, kept.re_prob) == (0, 0, 0, 0.25)
     with pytest.raises(ValueError, match="data.num_classes=10 but data.task=position"):
         DigitsCanvasDataModule(name="digits_canvas", num_classes=10, task="position")
     with pytest.raises(ValueError, match="unknown data.task='where'"):
