@@ -88,6 +88,8 @@ def _safetensors_model_args(path: Path) -> dict[str, Any] | None:
 def model_from(src: str | Path, model: str | None = None) -> nn.Module:
     """The model a run directory or checkpoint holds, in eval mode. ``model`` (a preset name) builds the
     architecture when ``src`` does not say it (a released ``.pth``, a transformers directory, a Hub repo)."""
+    from omegaconf.errors import OmegaConfBaseException
+
     from cvt_lab.models import build_cvt, create_model
 
     path = Path(src) if not is_hub_spec(src) else None
@@ -97,17 +99,22 @@ def model_from(src: str | Path, model: str | None = None) -> nn.Module:
         if not path.is_file():
             raise FileNotFoundError(f"cvt_lab: run directory {run_dir} has no {RUN_CHECKPOINT}: it never finished "
                                     "an epoch; export one of its checkpoints, or train it first")
+    source = path if path is not None else src
     args = _safetensors_model_args(path) if path is not None else None
     if model is not None:
-        state = to_cvt_lab(load_state(path if path is not None else src))
-        head = state.get("head.weight")
+        head = to_cvt_lab(load_state(source)).get("head.weight")
         net = create_model(model, num_classes=head.shape[0] if head is not None else 0)
     elif args is not None or run_dir is not None:
-        net = build_cvt(**(args if args is not None else _run_model_args(run_dir)))
+        origin = path if args is not None else run_dir / RUN_CONFIG
+        try:
+            net = build_cvt(**(args if args is not None else _run_model_args(run_dir)))
+        except (TypeError, ValueError, OmegaConfBaseException) as e:
+            raise ValueError(f"cvt_lab: cannot rebuild the model {origin} describes ({str(e).splitlines()[0]}); name "
+                             "its preset with --model") from None
     else:
         raise ValueError(f"cvt_lab: {src} does not say which architecture it holds (no run directory around it): "
                          "name the preset it was trained as, e.g. --model cvt13")
-    load_checkpoint(net, path if path is not None else src)
+    load_checkpoint(net, source)
     return net.eval()
 
 
