@@ -308,20 +308,17 @@ class CvT(nn.Module):
 
     # ---------------------------------------------------------------- timm's model interface (cvt_lab.timm_registry)
 
-    @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict:
         """Parameter groups for timm's layer-wise learning-rate decay: the first embedding, then per block."""
         return dict(stem=r"^stages\.0\.(patch_embed|pos_embed)",
                     blocks=r"^stages\.(\d+)" if coarse else [(r"^stages\.(\d+)\.blocks\.(\d+)", None),
                                                              (r"^stages\.(\d+)", (0,)), (r"^norm", (99999,))])
 
-    @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute every block in the backward pass instead of keeping its activations (less memory)."""
         for stage in self.stages:
             stage.grad_checkpointing = enable
 
-    @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
         return self.head
 
@@ -353,7 +350,6 @@ class CvT(nn.Module):
         self._check_input(x)
         take, last_taken = feature_take_indices(len(self.stages), indices)
         stages = self.stages[:last_taken + 1] if stop_early or intermediates_only else self.stages
-        tokens, cls_token = x, None
         intermediates = []
         for i, stage in enumerate(stages):
             tokens, hw, cls_token = stage(x)
