@@ -114,6 +114,11 @@ def parse_jobs_per_gpu(value: Any) -> int | None:
     return n
 
 
+def jobs_per_slot(jobs_per_gpu: int, slots: int, cores: int) -> int:
+    """Jobs at once per GPU slot: never more jobs in all than cores (yet one per GPU, whatever the cores)."""
+    return min(jobs_per_gpu, max(1, cores // slots))
+
+
 def jobs_that_fit(peak_bytes: int, gpu_bytes: int, margin: float, most: int) -> int:
     """How many jobs of ``peak_bytes`` (each with its own CUDA context) fit one GPU of ``gpu_bytes`` leaving
     ``margin`` of it free; at least 1, at most ``most``."""
@@ -209,7 +214,7 @@ class PoolLauncher(Launcher):
         groups = make_slots(self.pin_gpus, self.num_gpus, self.devices, self.gpus_per_job, self.slots)
         auto = self.jobs_per_gpu is None
         # jobs at once per slot: packed GPUs never run more jobs than there are cores (at least one per GPU)
-        per_slot = 1 if auto else min(self.jobs_per_gpu, max(1, self.cores // len(groups)))
+        per_slot = 1 if auto else jobs_per_slot(self.jobs_per_gpu, len(groups), self.cores)
         probe_idx = initial_job_idx if auto else None  # auto: the first job runs alone on its GPU and is measured
         load = [0] * len(groups)
         where = (f"GPU slots {', '.join(map(str, groups))}, " + ("jobs per GPU: auto" if auto else

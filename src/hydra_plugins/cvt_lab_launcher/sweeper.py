@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper, BasicSweeperConf
+from hydra.core.config_loader import ConfigLoader
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
@@ -50,11 +51,16 @@ def failure_summary(returns: Sequence[JobReturn]) -> str | None:
 
 
 class FailureReportingSweeper(BasicSweeper):
+    def job_overrides(self, arguments: Sequence[str], config_loader: ConfigLoader) -> list[list[list[str]]]:
+        """The sweep's jobs as batches of override lists, in launch order: ``hydra.sweeper.params`` (the
+        experiment's axes), then the command line's ``arguments``, expanded as Hydra's basic sweeper does
+        (``python -m cvt_lab.plan`` lists the same jobs)."""
+        parser = OverridesParser.create(config_loader=config_loader)
+        return self.split_arguments(parser.parse_overrides(self._parse_config() + list(arguments)), self.max_batch_size)
+
     def sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
-        params = self._parse_config() + list(arguments)
-        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        self.overrides = self.split_arguments(parser.parse_overrides(params), self.max_batch_size)
+        self.overrides = self.job_overrides(arguments, self.hydra_context.config_loader)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")

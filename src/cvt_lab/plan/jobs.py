@@ -1,0 +1,97 @@
+"""A sweep's jobs as Hydra would launch them: composed through Hydra's own config loader and cvt_lab's sweeper,
+each job's directory as the sweep's subdir resolver names it, and what its directory already holds."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+# What a job's directory already holds, and what the sweep will do with it.
+NEW, RESUME, FINISHED, TAKEN = "new", "resume", "finished", "taken"
+
+
+@dataclass
+class Job:
+    index: int
+    overrides: list[str]
+    job_dir: Path
+    config: DictConfig  # the job's composed config, resolved, as its task gets it (without the hydra node)
+    status: str  # NEW, RESUME (an unfinished run of the same identity), FINISHED (skipped), TAKEN (refused)
+    identity: str
+    note: str = ""  # TAKEN: the keys that differ
+
+
+@dataclass
+class Sweep:
+    config: DictConfig  # the sweep's primary config (hydra.launcher, hydra.sweep.dir, ...)
+    jobs: list[Job]
+
+    @property
+    def sweep_dir(self) -> Path:
+        return Path(str(self.config.hydra.sweep.dir))
+
+
+@contextmanager
+def hydra_session() -> Iterator:
+    """Hydra initialised on cvt_lab's configs, as ``python -m cvt_lab`` does; yields Hydra's app object."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from cvt_lab.config import register_configs
+    from cvt_lab.paths import config_dir
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="cvt_lab"):
+        yield GlobalHydra.instance().hydra
+
+
+def compose_sweep(overrides: Sequence[str]) -> Sweep:
+    """Every job of ``python -m cvt_lab OVERRIDES -m``: the primary config composed for a multirun, the
+    sweeper's expansion of ``hydra.sweeper.params`` and the command line, each job's config loaded as the
+    launcher loads it, and its directory's state (through :func:`cvt_lab.train.claim`, the run's own rule)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from hydra.utils import instantiate
+
+    from hydra_plugins.cvt_lab_launcher.pool import job_dir
+
+    with hydra_session() as hydra:
+        master = hydra.compose_config("config", list(overrides), run_mode=RunMode.MULTIRUN)
+        sweeper = instantiate(master.hydra.sweeper)
+        if not hasattr(sweeper, "job_overrides"):
+            raise ValueError(f"hydra/sweeper={master.hydra.sweeper._target_}: the plan lists the jobs of cvt_lab's "
+                             "sweeper (hydra/sweeper=cvt_lab, the default) only")
+        batches = sweeper.job_overrides(list(master.hydra.overrides.task), hydra.config_loader)
+        jobs = []
+        for index, job_overrides in enumerate(itertools.chain.from_iterable(batches)):
+            cfg = hydra.config_loader.load_sweep_config(master, list(job_overrides))
+            with open_dict(cfg):
+                cfg.hydra.job.id = cfg.hydra.job.num = index
+            HydraConfig.instance().set_config(cfg)  # ${hydra:...} (experiment.row) is this job's while resolving
+            task = {key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
+                    for key in cfg if key != "hydra"}  # the job's config as its task gets it
+            jobs.append(_job(index, list(job_overrides), job_dir(cfg), OmegaConf.create(task)))
+    return Sweep(master, jobs)
+
+
+def _job(index: int, overrides: list[str], run_dir: Path, cfg: DictConfig) -> Job:
+    from cvt_lab.results import RunRecord, identity_of, read_record
+    from cvt_lab.train import RunDirTaken, claim
+
+    identity, identity_config = identity_of(cfg)
+    previous = read_record(run_dir)
+    status, note = NEW, ""
+    try:
+        mine = RunRecord(status="running", mode=cfg.mode, identity=identity, identity_config=identity_config)
+        if claim(previous, mine, cfg, run_dir) is not None:
+            status = FINISHED
+        elif previous is not None or any((run_dir / "checkpoints").glob("*.ckpt")):
+            status = RESUME
+    except RunDirTaken as e:
+        status, note = TAKEN, str(e)
+    return Job(index, overrides, run_dir, cfg, status, identity, note)
