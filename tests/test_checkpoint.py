@@ -12,7 +12,6 @@ import torch
 from torch import nn
 
 from cvt_lab import create_model
-from cvt_lab.models import load_preset
 from cvt_lab.checkpoint import (
     export_released,
     load_checkpoint,
@@ -21,6 +20,7 @@ from cvt_lab.checkpoint import (
     to_cvt_lab,
     to_released,
 )
+from cvt_lab.models import load_preset
 
 transformers = pytest.importorskip("transformers")
 
@@ -31,7 +31,7 @@ TINY_DEPTHS = [1, 2, 3]
 
 
 
-def hf_config(name: str, **overrides) -> "transformers.CvtConfig":
+def hf_config(name: str, **overrides) -> transformers.CvtConfig:
     """The transformers config of one of our presets (10 classes)."""
     a = {**load_preset(name), **overrides}
     return transformers.CvtConfig(

@@ -12,14 +12,13 @@ import re
 import pytest
 import torch
 from omegaconf import OmegaConf
+from test_checkpoint import TINY_DEPTHS, logits, randomize  # skips this module too where transformers is missing
 
 from cvt_lab import create_model
 from cvt_lab.checkpoint import export_released, main, model_from
 from cvt_lab.models import load_preset
 
 transformers = pytest.importorskip("transformers")
-from test_checkpoint import TINY_DEPTHS, logits, randomize  # noqa: E402
-
 
 # One stage with every CvT part (convolutional embedding, dw_bn projections, class token): a quick ONNX export.
 ONE_STAGE = dict(depths=[1], dims=[32], heads=[1], embed_type="conv", embed_kernel=7, embed_stride=4, embed_padding=2,

@@ -7,13 +7,18 @@ from __future__ import annotations
 import pytest
 import timm
 import torch
+from test_checkpoint import (  # skips this module too where transformers is missing
+    TINY_DEPTHS,
+    assert_parity,
+    hf_config,
+    hf_model,
+)
 
 from cvt_lab import create_model
 from cvt_lab.checkpoint import hub, load_state, main
 from cvt_lab.train import JobError, as_job_error
 
 transformers = pytest.importorskip("transformers")
-from test_checkpoint import TINY_DEPTHS, assert_parity, hf_config, hf_model  # noqa: E402
 
 REPO = "cvt-lab-tests/tiny-cvt"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

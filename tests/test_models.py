@@ -16,8 +16,6 @@ from cvt_lab.models.cvt import ACTIVATIONS, EMBED_TYPES, FAST_PATHS, PROJ_TYPES,
 from cvt_lab.models.factory import FACTORY_KEYS
 
 
-
-
 def tiny(**overrides) -> nn.Module:
     torch.manual_seed(0)
     return create_model("cvt_tiny", **{"num_classes": 10, **overrides})
