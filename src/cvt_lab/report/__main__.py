@@ -1,4 +1,4 @@
-"""``python -m cvt_lab.report SWEEP_DIR | EXPERIMENT [--scale cpu] [--sweeps DIR] [--out DIR]``."""
+"""``python -m cvt_lab.report SWEEP_DIR | EXPERIMENT [--scale cpu] [--sweeps DIR] [--out DIR] [--wandb]``."""
 
 from __future__ import annotations
 
@@ -17,17 +17,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--table", help="the paper table (default: from the sweep)")
     p.add_argument("--scale", default="cpu", help="with an experiment name: the scale of its sweep")
     p.add_argument("--sweeps", type=Path, default=Path("outputs/sweeps"), help="with an experiment name: where sweeps are")
+    p.add_argument("--wandb", action="store_true",
+                   help="also log the table and its plot into the sweep's W&B group (cvt_lab.report.wandb)")
     a = p.parse_args(argv)
     try:
         sweep = Path(a.sweep)
         if not sweep.is_dir() and "/" not in a.sweep:
             sweep = experiment_sweep_dir(a.sweep, a.scale, a.sweeps)
         paths = report(sweep, a.out, a.table)
+        if a.wandb:
+            from cvt_lab.report.wandb import require_wandb
+
+            require_wandb("python -m cvt_lab.report --wandb")
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(paths["md"].read_text())
     print("wrote " + ", ".join(str(p) for p in paths.values()))
+    if a.wandb:
+        from cvt_lab.report.wandb import log_report
+
+        print(f"logged to W&B: {log_report(paths, sweep)}")
     return 0
 
 
