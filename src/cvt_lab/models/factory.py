@@ -65,7 +65,8 @@ def create_model(name: str, num_classes: int = 1000, checkpoint: str | Path | No
     """Create a preset model, e.g. ``create_model("cvt13", num_classes=10, pos_embed=True)``.
 
     ``overrides`` replace preset arguments (per-stage arguments take a list or one value for all
-    stages). ``checkpoint`` loads weights in our, the released (``.pth``) or the transformers format;
+    stages). ``checkpoint`` loads weights in our, the released (``.pth``) or the transformers format, from
+    a path or a Hugging Face Hub repository (``hf-hub:microsoft/cvt-13``);
     a different ``num_classes`` than the checkpoint's replaces the head on purpose (fine-tuning).
     """
     args = load_preset(name)
