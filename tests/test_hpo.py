@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 from conftest import TINY, compose_config, run_cli
@@ -10,7 +12,7 @@ from conftest import TINY, compose_config, run_cli
 from cvt_lab.__main__ import objective_value
 from cvt_lab.results import RunRecord
 
-pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="the hpo extra (hydra-optuna-sweeper)")
+ROOT = Path(__file__).resolve().parents[1]
 SEARCH = ("hparams_search=cvt_tiny_optuna", "hydra.sweeper.n_trials=3", "model.img_size=16",
           *(o for o in TINY if not o.startswith("recipe.batch_size=")))
 
@@ -25,7 +27,9 @@ def test_objective_is_the_returned_float_and_the_record_otherwise():
 
 
 def test_optuna_search_of_three_trials_reports_the_best_and_fails_on_failed_trials(tmp_path):
-    # the batch size is searched too: 0 is refused before anything is built, so that trial fails at once
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="the hpo extra (hydra-optuna-sweeper)")
+    # The batch size is searched too: 0 is refused before anything is built, so that trial fails at once; the
+    # seeded sampler draws 16, 0, 16.
     proc = run_cli(*SEARCH, "recipe.batch_size=choice(16,0)", "seed=1", f"hydra.sweep.dir={tmp_path}",
                    "-m", check=False)
     best = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
@@ -38,3 +42,13 @@ def test_optuna_search_of_three_trials_reports_the_best_and_fails_on_failed_tria
     # failed trials fail the search after it ran, naming each (exit 1, as cvt_lab's sweeper does)
     assert proc.returncode == 1 and f"{failed} of 3 jobs failed" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_wandb_sweep_calls_the_app_with_hydra_overrides():
+    sweep = yaml.safe_load((ROOT / "experiments" / "wandb_sweep.yaml").read_text())
+    assert sweep["command"][1:4] == ["python", "-m", "cvt_lab"] and sweep["command"][-1] == "${args_no_hyphens}"
+    assert sweep["metric"] == {"name": "val/acc1", "goal": "maximize"}
+    # every searched key is a config key the app accepts (as W&B passes it: key=value)
+    cfg = compose_config(*(o for o in sweep["command"][4:-1]),
+                         *(f"{k}={p['min']}" for k, p in sweep["parameters"].items()))
+    assert cfg.recipe.optimizer.lr == pytest.approx(3e-4) and cfg.model.drop_path[2] == 0.0

@@ -44,17 +44,18 @@ def wandb_mode(mode: str, save_dir: str | Path) -> str:
     return "offline"
 
 
-def stored_run_id(save_dir: str | Path, file: str = RUN_ID_FILE) -> str:
+def stored_run_id(save_dir: str | Path, file: str = RUN_ID_FILE, given: str | None = None) -> str:
     """The W&B run id of a directory: generated once, kept in ``save_dir/wandb/<file>``, so a resumed run
-    continues its W&B run and runs on other machines never share an id. A directory W&B wrote into before
-    the id was kept (older cvt_lab) keeps the id of its newest W&B run."""
+    continues its W&B run and runs on other machines never share an id. ``given`` (a W&B sweep agent's
+    ``WANDB_RUN_ID``) is the id and is kept. A directory W&B wrote into before the id was kept (older cvt_lab)
+    keeps the id of its newest W&B run."""
     wandb_dir = Path(save_dir) / "wandb"
     path = wandb_dir / file
-    if path.is_file() and path.read_text().strip():
+    if not given and path.is_file() and path.read_text().strip():
         return path.read_text().strip()
     earlier = sorted(m.groups() for p in wandb_dir.glob("*run-*") if (m := WANDB_RUN_DIR.fullmatch(p.name)))
-    run_id = earlier[-1][1] if earlier and file == RUN_ID_FILE else "".join(
-        secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
+    run_id = given or (earlier[-1][1] if earlier and file == RUN_ID_FILE else "".join(
+        secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8)))
     wandb_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(run_id + "\n")
     return run_id
@@ -77,5 +78,6 @@ def build_logger(kind: str, save_dir: str, project: str = "cvt_lab", entity: str
         raise ValueError(f"logger.log_model={log_model!r}: give true (checkpoints at the end), all (each "
                          "checkpoint as it is saved) or false")
     return WandbLogger(project=project, entity=entity, group=group, job_type=job_type, name=name, tags=list(tags or []),
-                       save_dir=save_dir, mode=wandb_mode(mode, save_dir), id=stored_run_id(save_dir),
+                       save_dir=save_dir, mode=wandb_mode(mode, save_dir),
+                       id=stored_run_id(save_dir, given=os.environ.get("WANDB_RUN_ID")),
                        resume="allow", log_model=log_model, config=run_config)
