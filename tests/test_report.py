@@ -8,8 +8,10 @@ import math
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from cvt_lab.report import load_paper_tables, mean_ci, paper_config_size, report
+from cvt_lab.report.stats import verdict, welch_ci
 
 
 def write_job(sweep: Path, axis: str, option: str, seed: int, acc: float | None, error: str | None = None) -> None:
@@ -30,7 +32,97 @@ def test_mean_ci():
     assert mean_ci([5.0]) == (5.0, None, None)
 
 
-def test_report_pairs_by_seed_and_marks_failed_and_missing(tmp_path):
+def test_welch_interval_matches_scipy():
+    from scipy import stats
+
+    a, b = [90.1, 91.3, 90.7, 92.0], [88.0, 89.9, 88.6]
+    diff, low, high = welch_ci(a, b)
+    test = stats.ttest_ind(a, b, equal_var=False)
+    ci = test.confidence_interval(0.95)
+    assert diff == pytest.approx(sum(a) / 4 - sum(b) / 3)
+    assert (low, high) == (pytest.approx(ci.low), pytest.approx(ci.high))
+    assert welch_ci([1.0], [2.0, 3.0]) == (-1.5, None, None)  # one seed: no interval
+    assert welch_ci([1.0, 1.0], [2.0, 2.0]) == (-1.0, -1.0, -1.0)  # no spread: the difference is exact
+
+
+@pytest.mark.parametrize("expect, low, high, answer", [
+    ("+", 0.5, 2.0, "agrees"), ("+", -2.0, -0.5, "disagrees"), ("+", -0.5, 2.0, "not separated"),
+    ("-", -2.0, -0.5, "agrees"), ("-", 0.5, 2.0, "disagrees"), ("-", -2.0, 0.1, "not separated"),
+    ("0", -0.5, 0.5, "not separated"), ("0", 0.5, 2.0, "disagrees"), ("0", -2.0, -0.5, "disagrees"),
+    ("-", None, None, None),
+])
+def test_verdict_from_the_papers_sign_and_our_interval(expect, low, high, answer):
+    assert verdict(expect, low, high) == answer
+
+
+def write_rows(sweep: Path, table: str, axis: str, accs: dict[str, list[float]]) -> None:
+    group, name = axis.split("/")
+    for option, values in accs.items():
+        for seed, acc in enumerate(values):
+            d = sweep / group / f"{name}={option},seed={seed}"
+            d.mkdir(parents=True)
+            r = {"status": "finished", "test/acc1": acc / 100, "seed": seed, "experiment": {"table": table, "row": option},
+                 "overrides": [f"{axis}={option}", f"seed={seed}"]}
+            (d / "results.json").write_text(json.dumps(r))
+
+
+def test_report_states_the_claim_and_answers_it_per_row(tmp_path):
+    """Table 8's claim (every linear stage costs accuracy) on synthetic rows: a clearly worse, b clearly
+    better (against the paper), c within noise of the reference d."""
+    sweep = tmp_path / "table8_cpu"
+    write_rows(sweep, "table8", "model/conv_proj", {"none": [70.0, 71.0, 70.5], "stage1": [85.0, 86.0, 85.5],
+                                                     "stages12": [79.0, 81.0, 80.0], "all": [79.5, 80.5, 80.0]})
+    paths = report(sweep, tmp_path / "out")
+    rows = {r["option"]: r for r in csv.DictReader(paths["csv"].open())}
+    assert [rows[o]["verdict"] for o in ("none", "stage1", "stages12")] == ["agrees", "disagrees", "not separated"]
+    assert rows["all"]["verdict"] == "" and rows["none"]["expect"] == "-"
+    md = paths["md"].read_text()
+    assert "**The claim tested:** The convolutional projection" in md
+    assert "**Claim does not reproduce at this scale**" in md and "b (stage1) -: disagrees" in md
+
+
+def test_a_row_compared_with_its_own_row_and_rows_outside_the_claim(tmp_path):
+    """Table 5: DeiT-S without position embedding against DeiT-S with it (vs), the CvT rows against CvT-13
+    without (expect 0), DeiT-S itself without a verdict; all separated as the claim says: it reproduces."""
+    sweep = tmp_path / "table5_cpu"
+    write_rows(sweep, "table5", "model/pos_embed", {
+        "deit_s": [99.0, 98.5, 99.5], "deit_s_none": [25.0, 26.0, 25.5], "every": [99.0, 99.5, 99.2],
+        "first": [99.1, 99.4, 99.0], "last": [98.9, 99.6, 99.3], "none": [99.2, 99.3, 99.1]})
+    paths = report(sweep, tmp_path / "out")
+    rows = {r["option"]: r for r in csv.DictReader(paths["csv"].open())}
+    assert rows["deit_s_none"]["vs"] == "deit_s" and float(rows["deit_s_none"]["paper_diff"]) == pytest.approx(-1.8)
+    assert float(rows["deit_s_none"]["ours_diff"]) == pytest.approx(25.5 - 99.0)
+    assert rows["deit_s_none"]["verdict"] == "agrees" and rows["deit_s"]["verdict"] == ""
+    assert {rows[o]["verdict"] for o in ("every", "first", "last")} == {"not separated"}
+    md = paths["md"].read_text()
+    assert "**Claim reproduces at this scale**" in md and "-1.8 vs a" in md and "(not part of the claim)" in md
+
+
+def test_every_claimed_row_has_a_sign_and_compares_with_a_row_of_its_table():
+    for table in ("table5", "table6", "table7", "table8"):
+        spec = load_paper_tables()[table]
+        assert spec["claim"] and spec["reference"] in {r["option"] for r in spec["rows"]}
+        for row in spec["rows"]:
+            assert row.get("expect") in (None, "+", "-", "0"), row
+            assert row.get("vs", spec["reference"]) in {r["option"] for r in spec["rows"]}, row
+        assert any(r.get("expect") for r in spec["rows"]), table
+
+
+def test_cpu_scale_runs_each_ablation_on_its_canvas_task():
+    """Each ablation's CPU-scale data set is a data option with the task the claim needs; the paper scale
+    names none (its ImageNet folder)."""
+    from cvt_lab.paths import config_dir
+
+    cpu, paper = scale_block("cpu"), scale_block("paper")
+    tasks = {"table5": "position", "table6": "position", "table7": "class_position", "table8": "class_position"}
+    for table, task in tasks.items():
+        option = cpu["tables"][table]["data"]
+        assert OmegaConf.load(config_dir() / "data" / f"{option}.yaml").task == task
+        assert sweeper_params(load_paper_tables()[table]["experiment"])["data"] == "${experiment.data}"
+    assert "tables" not in paper
+
+
+def test_report_compares_rows_and_marks_failed_and_missing(tmp_path):
     sweep = tmp_path / "table7_cpu"
     for seed, (a, b) in enumerate([(0.90, 0.80), (0.92, 0.81), (0.94, 0.85)]):
         write_job(sweep, "model/kv_stride", "stride2", seed, b)
@@ -42,9 +134,11 @@ def test_report_pairs_by_seed_and_marks_failed_and_missing(tmp_path):
     s1, s2 = rows["stride1"], rows["stride2"]
     assert float(s2["ours_top1_mean"]) == pytest.approx(100 * (0.80 + 0.81 + 0.85) / 3)
     assert s2["status"] == "ok" and s2["n"] == "3"
-    assert s1["n"] == "2" and s1["n_pairs"] == "2"
-    assert float(s1["ours_diff"]) == pytest.approx(100 * ((0.90 - 0.80) + (0.92 - 0.81)) / 2)  # paired by seed
+    assert s1["n"] == "2" and s1["vs"] == "stride2"
+    # Welch: the two rows' means over their own seeds (seeds do not pair runs of different models)
+    assert float(s1["ours_diff"]) == pytest.approx(100 * ((0.90 + 0.92) / 2 - (0.80 + 0.81 + 0.85) / 3))
     assert float(s1["ours_diff_ci_low"]) < float(s1["ours_diff"]) < float(s1["ours_diff_ci_high"])
+    assert s1["expect"] == "+" and s1["verdict"] in ("agrees", "not separated")
     assert float(s1["paper_diff"]) == pytest.approx(0.7)
     assert "failed seed 2: boom second line / pipe" in s1["status"]
     md = paths["md"].read_text()

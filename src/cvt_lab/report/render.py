@@ -10,9 +10,13 @@ from typing import Callable
 
 from cvt_lab.report.jobs import Job, Setting
 from cvt_lab.report.paper import scale_spec
-from cvt_lab.report.rows import Duplicate, TableRow
+from cvt_lab.report.rows import Duplicate, TableRow, claim_verdict
 
 IDENTITY_CHARS = 10  # enough to tell runs apart in a table
+# What every row of a setting trained on and for how long, printed above its table (data.* keys: all but these).
+SETUP_KEYS = ("recipe.epochs", "recipe.batch_size", "recipe.optimizer.lr", "recipe.image_size")
+NOT_SETUP_DATA_KEYS = ("data.root", "data.download", "data.num_workers", "data.eval_batch_size", "data.backend",
+                       "data.in_chans", "data.finetune_steps", "data.num_samples", "data.val_fraction")
 
 
 @dataclass
@@ -52,10 +56,15 @@ def columns(spec: dict, reference: TableRow | None) -> list[tuple[str, Callable[
         text = _num(diff, "+.2f")
         if low is not None:
             text += f" [{low:+.2f}, {high:+.2f}]"
-        return text + (f" (n={len(r.diffs)})" if r.diffs else "")
+        return text + _vs(r, reference)
 
     def paper_diff(r: TableRow) -> str:
-        return "(reference)" if r.is_reference else _num(r.paper["top1"] - reference.paper["top1"], "+.1f")
+        return "(reference)" if r.is_reference else _num(r.paper_diff, "+.1f") + _vs(r, reference)
+
+    def verdict(r: TableRow) -> str:
+        if r.is_reference:
+            return ""
+        return "(not part of the claim)" if r.expect is None else f"{r.expect}: {r.verdict or '-'}"
 
     cols = [("row", lambda r: r.paper["row"]), ("option", lambda r: f"`{r.option}`"),
             ("model", lambda r: f"{r.paper.get('model', '')}: {r.paper['desc']}"),
@@ -66,12 +75,38 @@ def columns(spec: dict, reference: TableRow | None) -> list[tuple[str, Callable[
     cols += [("ours top-1", ours), ("n", lambda r: str(len(r.accs)))]
     if reference is not None:
         cols += [("paper diff", paper_diff), ("ours diff [95% CI]", ours_diff)]
+        if any("expect" in r for r in spec["rows"]):
+            cols.append(("paper's sign: ours", verdict))
     cols += [("params paper", lambda r: _num(r.paper.get("params"), "", "M")),
              ("params ours", lambda r: _num(r.params, ".2f", "M"))]
     if reference is None or any(r.get("gmacs") is not None for r in spec["rows"]):  # models differ in compute
         cols += [("GMACs paper", lambda r: _num(r.paper.get("gmacs"), "", "G")),
                  ("GMACs ours", lambda r: _num(r.gmacs, ".2f" if (r.gmacs or 0) >= 1 else ".4f", "G"))]
     return cols + [("status", lambda r: r.status)]
+
+
+def _vs(r: TableRow, reference: TableRow) -> str:
+    return "" if r.against is None or r.against is reference else f" vs {r.against.paper['row']}"
+
+
+def claim_lines(spec: dict, section: Section) -> list[str]:
+    """The claim the table tests and, per setting, whether our rows reproduce it."""
+    answer = claim_verdict(section.rows)
+    if not spec.get("claim") or answer is None:
+        return []
+    judged = [r for r in section.rows if r.verdict]
+    per_row = "; ".join(f"{r.paper['row']} ({r.option}) {r.expect}: {r.verdict}" for r in judged)
+    return [f"**Claim {answer} at this scale** ({per_row}).", ""]
+
+
+def setup_line(section: Section) -> str | None:
+    """The data and budget every row of the setting ran with, read from a job's run identity."""
+    job = next((j for r in section.rows for j in r.used if j.config), None)
+    if job is None:
+        return None
+    keys = [k for k in sorted(job.config) if k.startswith("data.") and k not in NOT_SETUP_DATA_KEYS]
+    keys += [k for k in SETUP_KEYS if k in job.config]
+    return "Every row ran with: " + ", ".join(f"`{k}={job.config[k]}`" for k in keys) + "."
 
 
 def _trained(rows: list[TableRow]) -> str | None:
@@ -106,6 +141,9 @@ def section_markdown(spec: dict, section: Section, index: int, count: int) -> li
                  "One setting: every job shares its configuration but the row and the seed.", ""]
     used = sum(len(r.used) for r in section.rows)
     lines += [f"{used} job{'s' if used != 1 else ''} used ({finished} finished), seeds {s.seeds}.", ""]
+    setup = setup_line(section)
+    lines += [setup, ""] if setup else []
+    lines += claim_lines(spec, section)
     cols = columns(spec, section.reference)
     lines += ["| " + " | ".join(h for h, _ in cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(cell(r) for _, cell in cols) + " |" for r in section.rows]
@@ -135,6 +173,11 @@ def markdown(table: str, spec: dict, sections: list[Section], meta: dict, sweep_
     n_jobs = sum(len(s.setting.jobs) for s in sections)
     make = f"make {table}" + ("" if scale == "cpu" else f" SCALE={scale}")
     lines = [f"# {spec['title']}: the paper beside ours ({scale} scale)", ""]
+    if spec.get("claim"):
+        lines += [f"**The claim tested:** {' '.join(spec['claim'].split())}", ""]
+    at_scale = (scale_spec(spec, scale) or {}).get("setup")
+    if at_scale:
+        lines += [f"**How this scale tests it:** {' '.join(at_scale.split())}", ""]
     if note:
         lines += [f"**{note.strip()}**", ""]
     lines += [
@@ -151,8 +194,12 @@ def markdown(table: str, spec: dict, sections: list[Section], meta: dict, sweep_
         "that differ. The job list under each table gives every job used, with its identity.",
         "",
         "Top-1 in %. Ours: test top-1, mean +/- std over seeds (n)."
-        + (f" Differences are against the reference row **{reference.paper['row']} ({reference.option})**, "
-           "ours paired by seed with a t-based 95% CI." if reference else "")
+        + (f" Differences are against the reference row **{reference.paper['row']} ({reference.option})** "
+           "(or the row named after `vs`): ours with Welch's 95% interval for a difference of two means over "
+           "seeds. Verdict per row: the paper's sign of the difference (`+` better, `-` worse, `0` no difference) "
+           "and whether ours **agrees** (interval excludes zero on that side), **disagrees** (excludes zero on "
+           "the other side; for `0`, on either side) or is **not separated** (interval includes zero)."
+           if reference else "")
         + (" `ran as`: the option this scale ran for the row." if spec.get("scales") else "")
         + "".join(f" {label}: the paper's only (not measured here)." for label in (spec.get("paper_columns") or {}).values()),
         "Params / GMACs: the paper's columns beside ours counted at the row's paper configuration "
@@ -203,8 +250,14 @@ def plot(spec: dict, sections: list[Section], path: Path, scale: str) -> None:
             _plot_diffs(ax2, section, scale)
         else:
             _plot_paper(ax2, spec, section.rows)
-    fig.suptitle(spec["title"] + ("" if scale == "paper" else f"\n(ours at {scale} scale: a pipeline check, "
-                                  "not comparable to the paper's numbers)"), fontsize=10)
+    if scale == "paper":
+        subtitle = ""
+    elif spec.get("claim"):
+        subtitle = (f"\n(ours at {scale} scale, on a task of its own: numbers not comparable to the paper's; "
+                    "the signs of the differences test the claim)")
+    else:
+        subtitle = f"\n(ours at {scale} scale: a pipeline check, not comparable to the paper's numbers)"
+    fig.suptitle(spec["title"] + subtitle, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -216,12 +269,12 @@ def _plot_diffs(ax, section: Section, scale: str) -> None:
     diffs = [r.diff_ci for r in rows]
     err = [[0 if lo is None else d - lo for d, lo, _ in diffs], [0 if hi is None else hi - d for d, _, hi in diffs]]
     w = 0.38
-    ax.bar([i - w / 2 for i in x], [0 if r.is_reference else r.paper["top1"] - ref.paper["top1"] for r in rows], w,
-           label="paper (ImageNet)", color="tab:gray")
+    ax.bar([i - w / 2 for i in x], [r.paper_diff or 0 for r in rows], w, label="paper (ImageNet)", color="tab:gray")
     ax.bar([i + w / 2 for i in x], [d or 0 for d, _, _ in diffs], w, yerr=err, capsize=3,
            label=f"ours ({scale}), 95% CI", color="tab:blue")
     ax.axhline(0, color="k", lw=0.8)
-    ax.set_xticks(x, [f"{r.paper['row']}: {r.option}" for r in rows], rotation=30, ha="right", fontsize=8)
+    ax.set_xticks(x, [f"{r.paper['row']}: {r.option}" + (f"\n{r.verdict}" if r.verdict else "") + _vs(r, ref)
+                      for r in rows], rotation=30, ha="right", fontsize=8)
     ax.set_ylabel(f"top-1 difference vs row {ref.paper['row']} (points)")
     ax.set_title("difference from the reference row", fontsize=9)
     ax.legend(fontsize=8)

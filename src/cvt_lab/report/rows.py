@@ -7,7 +7,7 @@ from typing import Any
 
 from cvt_lab.report.jobs import Job, Setting
 from cvt_lab.report.paper import paper_config_size, scale_spec
-from cvt_lab.report.stats import mean_ci
+from cvt_lab.report.stats import AGREES, DISAGREES, mean_ci, verdict, welch_ci
 
 
 @dataclass
@@ -30,7 +30,7 @@ class TableRow:
     not_run: str | None = None  # why this scale / sweep does not run the row
     params: float | None = None  # at the paper's configuration
     gmacs: float | None = None
-    diffs: dict[int, float] = field(default_factory=dict)  # seed -> ours minus the reference row's
+    against: TableRow | None = None  # the row differences are taken from (the table's reference or the row's ``vs``)
 
     @property
     def option(self) -> str:
@@ -45,11 +45,30 @@ class TableRow:
 
     @property
     def diff_ci(self) -> tuple[float | None, float | None, float | None]:
-        """Mean of the paired differences from the reference row and its 95% CI (low, high)."""
-        if not self.diffs:
+        """Our mean minus the compared row's and its Welch 95% interval (low, high)."""
+        if self.against is None:
             return None, None, None
-        mean, half, _ = mean_ci(list(self.diffs.values()))
-        return mean, None if half is None else mean - half, None if half is None else mean + half
+        return welch_ci(list(self.accs.values()), list(self.against.accs.values()))
+
+    @property
+    def paper_diff(self) -> float | None:
+        if self.against is None or self.paper.get("top1") is None or self.against.paper.get("top1") is None:
+            return None
+        return self.paper["top1"] - self.against.paper["top1"]
+
+    @property
+    def expect(self) -> str | None:
+        """The paper's sign of this row's difference (``+``, ``-``, ``0``: none), from ``expect`` in
+        paper_tables.yaml."""
+        return None if self.against is None else self.paper.get("expect")
+
+    @property
+    def verdict(self) -> str | None:
+        """agrees / disagrees / not separated: our interval against the paper's sign (None: nothing to judge)."""
+        if self.expect is None:
+            return None
+        _, low, high = self.diff_ci
+        return verdict(self.expect, low, high)
 
     @property
     def status(self) -> str:
@@ -64,15 +83,14 @@ class TableRow:
         mean, sd = self.mean_std
         diff, low, high = self.diff_ci
         run = next((j for j in self.used if j.finished), None)
-        paper_diff = None if reference is None or self.is_reference else self.paper["top1"] - reference.paper["top1"]
         return {
             "row": self.paper["row"], "option": self.option, "ran_as": self.ran_as, "model": self.paper.get("model", ""),
             "description": self.paper["desc"], "paper_top1": self.paper.get("top1"),
             **{f"paper_{k}": self.paper.get(k) for k in spec.get("paper_columns") or {}},
             "ours_top1_mean": mean, "ours_top1_std": sd, "n": len(self.accs),
             "seeds": ",".join(str(s) for s in sorted(self.accs)),
-            "paper_diff": paper_diff, "ours_diff": diff, "ours_diff_ci_low": low, "ours_diff_ci_high": high,
-            "n_pairs": len(self.diffs),
+            "vs": self.against.option if self.against else None, "paper_diff": self.paper_diff, "ours_diff": diff,
+            "ours_diff_ci_low": low, "ours_diff_ci_high": high, "expect": self.expect, "verdict": self.verdict,
             "paper_params_m": self.paper.get("params"), "ours_params_m": self.params,
             "paper_gmacs": self.paper.get("gmacs"), "ours_gmacs": self.gmacs,
             "run_model": run and run.model, "run_params": run and run.params, "status": self.status,
@@ -128,7 +146,20 @@ def build_rows(spec: dict, setting: Setting, scale: str | None) -> tuple[list[Ta
         r.params, r.gmacs = paper_config_size(spec, r.paper)
     reference = next((r for r in rows if r.is_reference), None)
     if reference is not None:
+        by_option = {r.option: r for r in rows}
         for r in rows:
             if r is not reference:
-                r.diffs = {s: a - reference.accs[s] for s, a in r.accs.items() if s in reference.accs}
+                r.against = by_option[r.paper["vs"]] if "vs" in r.paper else reference
     return rows, duplicates
+
+
+def claim_verdict(rows: list[TableRow]) -> str | None:
+    """The table's answer to its claim: ``reproduces`` when every row with a paper sign (+/-) agrees and none
+    disagrees, ``does not reproduce`` when any row disagrees, ``not shown`` otherwise (rows not separated)."""
+    judged = [r for r in rows if r.verdict is not None]
+    if not judged:
+        return None
+    if any(r.verdict == DISAGREES for r in judged):
+        return "does not reproduce"
+    signed = [r for r in judged if r.expect != "0"]
+    return "reproduces" if all(r.verdict == AGREES for r in signed) else "not shown"
