@@ -58,7 +58,8 @@ def test_onnx_dynamic_batch(tmp_path, capsys):
 
 def test_safetensors_default_and_self_describing(tmp_path, capsys):
     source = make_run(tmp_path / "run")
-    assert main(["export", str(tmp_path / "run" / "checkpoints" / "last.ckpt"), "--out", str(tmp_path / "m.safetensors")]) == 0
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"  # inside a run: its config says the model
+    assert main(["export", str(checkpoint), "--out", str(tmp_path / "m.safetensors")]) == 0
     assert "wrote" in capsys.readouterr().out
     from safetensors import safe_open
 

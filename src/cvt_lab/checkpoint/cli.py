@@ -27,7 +27,8 @@ def _parser() -> argparse.ArgumentParser:
     conv.add_argument("--to", choices=("released", "cvt_lab"), default="released")
     exp = sub.add_parser("export", help="export a run or checkpoint as safetensors, ONNX or a transformers directory")
     exp.add_argument("src", metavar="RUN_OR_CKPT",
-                     help="a run directory (its checkpoints/last.ckpt), a checkpoint file or directory, or hf-hub:ORG/NAME")
+                     help="a run directory (its checkpoints/last.ckpt), a checkpoint file or directory, "
+                          "or hf-hub:ORG/NAME")
     exp.add_argument("--to", choices=EXPORT_FORMATS, default="safetensors")
     exp.add_argument("--out", help="where to write (default: RUN/export/model.<format>, or beside the checkpoint)")
     exp.add_argument("--model", help="the preset the checkpoint was trained as, when no run directory says it")

@@ -34,8 +34,10 @@ SHOW = 10  # how many keys an error message lists before summarizing the rest
 _HF_QKV = {"query": "q", "key": "k", "value": "v"}
 # transformers name -> ours, applied to the whole key (the first matching rule wins).
 _HF_RULES = [
-    (r"(?:cvt\.)?encoder\.stages\.(\d+)\.embedding\.convolution_embeddings\.projection\.", r"stages.\1.patch_embed.proj."),
-    (r"(?:cvt\.)?encoder\.stages\.(\d+)\.embedding\.convolution_embeddings\.normalization\.", r"stages.\1.patch_embed.norm."),
+    (r"(?:cvt\.)?encoder\.stages\.(\d+)\.embedding\.convolution_embeddings\.projection\.",
+     r"stages.\1.patch_embed.proj."),
+    (r"(?:cvt\.)?encoder\.stages\.(\d+)\.embedding\.convolution_embeddings\.normalization\.",
+     r"stages.\1.patch_embed.norm."),
     (r"(?:cvt\.)?encoder\.stages\.(\d+)\.cls_token$", r"stages.\1.cls_token"),
     (r"(?:cvt\.)?encoder\.stages\.(\d+)\.layers\.(\d+)\.", r"stages.\1.blocks.\2."),
     (r"layernorm\.", "norm."),

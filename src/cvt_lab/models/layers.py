@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from timm.layers import QuickGELU
 from torch import nn
 
-
 # Speed levers and their defaults (all on). Each keeps the numerics (fp32 logits within float rounding of the
 # plain formulation) and can be switched off, one by one, to measure its effect, or all at once to get the
 # plain formulation. A module that a lever steers carries it as a bool attribute of the same name.
