@@ -35,7 +35,8 @@ def planned(tmp_path_factory):
 
 def test_plan_lists_every_job_of_the_sweep_with_an_estimate(planned):
     _, plan = planned
-    params = yaml.safe_load((ROOT / "conf" / "experiment" / f"{EXPERIMENT}.yaml").read_text())["hydra"]["sweeper"]["params"]
+    experiment = yaml.safe_load((ROOT / "conf" / "experiment" / f"{EXPERIMENT}.yaml").read_text())
+    params = experiment["hydra"]["sweeper"]["params"]
     expected = list(itertools.product(*(str(v).split(",") for v in params.values())))  # rows x seeds
     jobs = plan["jobs"]
     assert len(jobs) == len(expected) == 6

@@ -48,7 +48,7 @@ SWEEP = ["cvt_lab", "experiment=ablation_pos_embed", "model/pos_embed=every,deit
          "scale.deit.heads=[5]", *FAST]
 
 
-FAILED_LINE = "1 of 2 jobs failed: [model/pos_embed=deit_s "
+FAILED_LINE = "1 of 2 jobs failed: ["  # then the failed job's overrides, model/pos_embed=deit_s among them
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +73,7 @@ def test_mini_sweep_one_failure_does_not_stop_the_other(mini):
     # The sweep ran every job, then failed (exit code 1) with one line naming the failed job and its error.
     summary = [line for line in first.stderr.splitlines() if "jobs failed" in line]
     assert len(summary) == 1 and summary[0].startswith("error: " + FAILED_LINE) and "divisible" in summary[0]
+    assert "model/pos_embed=deit_s " in summary[0] and "model/pos_embed=every " not in summary[0]
 
 
 @pytest.mark.slow
@@ -214,8 +215,9 @@ def test_make_slots():
 def test_packed_gpus_run_jobs_together_with_their_share_of_the_cores(tmp_path):
     """jobs_per_gpu=2 on 2 (fake) GPUs: 4 jobs at once, two per GPU, each with 8 cores / 4 jobs = 2 threads; the
     slots index the launcher's own visible devices (CUDA_VISIBLE_DEVICES=5,7 here: GPUs 5 and 7)."""
-    jobs = run_app(tmp_path, "hydra.launcher.pin_gpus=true", "hydra.launcher.num_gpus=2", "hydra.launcher.jobs_per_gpu=2",
-                   "hydra.launcher.cpu_cores=8", "x=1,2,3,4", "together=[1,2,3,4]", sleep=0, CUDA_VISIBLE_DEVICES="5,7")
+    jobs = run_app(tmp_path, "hydra.launcher.pin_gpus=true", "hydra.launcher.num_gpus=2",
+                   "hydra.launcher.jobs_per_gpu=2", "hydra.launcher.cpu_cores=8", "x=1,2,3,4", "together=[1,2,3,4]",
+                   sleep=0, CUDA_VISIBLE_DEVICES="5,7")
     assert sorted(j["x"] for j in jobs) == [1, 2, 3, 4]
     assert all(j["together"] == 4 for j in jobs)  # all four were running at once
     assert sorted(j["cuda"] for j in jobs) == ["5", "5", "7", "7"]
@@ -224,24 +226,25 @@ def test_packed_gpus_run_jobs_together_with_their_share_of_the_cores(tmp_path):
 
 def test_packed_gpus_auto_measures_the_first_job(tmp_path):
     """jobs_per_gpu=auto: the first job runs alone; it peaked at 2 GiB (+ its CUDA context), so 2 fit a GPU of
-    8 GiB with 15% to spare, and the rest run two at once with 8 cores / 2 jobs = 4 threads each."""
+    8 GiB with 15% to spare: the next jobs run two at once, with 8 cores / 2 jobs = 4 threads each."""
     output: list[str] = []
-    jobs = run_app(tmp_path, "hydra.launcher.pin_gpus=true", "hydra.launcher.num_gpus=1", "hydra.launcher.jobs_per_gpu=auto",
-                   f"hydra.launcher.gpu_memory_bytes={8 * 2**30}", "hydra.launcher.cpu_cores=8", f"peak={2 * 2**30}",
-                   "x=1,2,3", "together=[2,3]", sleep=0, output=output)
-    first, *rest = sorted(jobs, key=lambda j: j["x"])
-    assert all(first["end"] <= j["start"] for j in rest)  # the first ran alone
-    assert all(j["together"] == 2 for j in rest) and all(j["threads"] == "4" for j in rest)
-    assert "2 per GPU of 8.0 GiB" in output[0]
+    jobs = run_app(tmp_path, "hydra.launcher.pin_gpus=true", "hydra.launcher.num_gpus=1",
+                   "hydra.launcher.jobs_per_gpu=auto", f"hydra.launcher.gpu_memory_bytes={8 * 2**30}",
+                   "hydra.launcher.cpu_cores=8", f"peak={2 * 2**30}", "x=1,2", sleep=0, output=output)
+    first, second = sorted(jobs, key=lambda j: j["x"])
+    assert first["end"] <= second["start"] and first["threads"] == "8"  # alone, with every core
+    assert second["threads"] == "4"  # sized for two at once
+    assert "2 fit a GPU of 8.0 GiB with 15% to spare; 2 per GPU" in output[0]
 
 
 def test_jobs_per_gpu_fit_and_values():
-    from hydra_plugins.cvt_lab_launcher.pool import CUDA_CONTEXT_BYTES, jobs_that_fit, parse_jobs_per_gpu
+    from hydra_plugins.cvt_lab_launcher.pool import CUDA_CONTEXT_BYTES, jobs_per_slot, jobs_that_fit, parse_jobs_per_gpu
 
     gib = 2**30
-    assert jobs_that_fit(gib - CUDA_CONTEXT_BYTES, 80 * gib, 0.15, 100) == 68  # 68 GiB usable, 1 GiB a job
-    assert jobs_that_fit(gib - CUDA_CONTEXT_BYTES, 80 * gib, 0.15, 16) == 16  # capped by the cores
-    assert jobs_that_fit(100 * gib, 80 * gib, 0.15, 16) == 1  # one job always runs
+    assert jobs_that_fit(gib - CUDA_CONTEXT_BYTES, 80 * gib, 0.15) == 68  # 68 GiB usable, 1 GiB a job
+    assert jobs_that_fit(100 * gib, 80 * gib, 0.15) == 1  # one job always runs
+    assert jobs_per_slot(68, 1, 16) == 16 and jobs_per_slot(68, 2, 16) == 8  # never more jobs than cores
+    assert jobs_per_slot(4, 8, 4) == 1  # yet one on every GPU
     assert parse_jobs_per_gpu("auto") is None and parse_jobs_per_gpu(3) == 3
     for bad in (0, "two", 1.5):
         with pytest.raises(ValueError, match="jobs_per_gpu"):

@@ -21,11 +21,23 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from cvt_lab.plan.estimate import (DataSize, Speed, benchmark_speed, data_size, device_of, image_size_of, macs_of,
-                                   measure_speed, read_benchmarks, seconds, sweep_wall, work_of)
+from cvt_lab.plan.estimate import (
+    DataSize,
+    Speed,
+    benchmark_speed,
+    data_size,
+    device_of,
+    image_size_of,
+    macs_of,
+    measure_speed,
+    read_benchmarks,
+    seconds,
+    sweep_wall,
+    work_of,
+)
 from cvt_lab.plan.jobs import FINISHED, NEW, RESUME, TAKEN, Job, Sweep, compose_sweep
 
-__all__ = ["make_plan", "render", "default_benchmarks"]
+__all__ = ["default_benchmarks", "make_plan", "render"]
 
 
 def default_benchmarks() -> list[Path]:
@@ -46,7 +58,7 @@ def launcher_slots(config: DictConfig, visible_gpus: int) -> tuple[int, str]:
         try:
             groups = make_slots(launcher.pin_gpus, num_gpus, launcher.devices, launcher.gpus_per_job, launcher.slots)
         except ValueError:
-            return 1, "launcher=gpus, but no GPU is visible here: planned on one (hydra.launcher.num_gpus=N plans for N)"
+            return 1, "launcher=gpus, no GPU visible here: planned on one (hydra.launcher.num_gpus=N plans for N)"
         if not launcher.pin_gpus:
             return len(groups), f"launcher: {len(groups)} CPU slots"
         per_gpu = parse_jobs_per_gpu(launcher.jobs_per_gpu)
@@ -87,7 +99,7 @@ def make_plan(overrides: Sequence[str], measure: bool = False, steps: int = 3,
         rows.append(_row(sweep, job, device, work, speed))
     return {"command": "python -m cvt_lab " + " ".join(overrides) + " -m", "sweep_dir": str(sweep.sweep_dir),
             "jobs": rows, "summary": _summary(sweep.config, rows, visible),
-            "data": sorted({s.source + f" ({s.train} train, {s.val} val, {s.test} test images)" for s in sizes.values()}),
+            "data": sorted({f"{d.source} ({d.train} train, {d.val} val, {d.test} test)" for d in sizes.values()}),
             "speed": sorted({s.source for s in speeds.values() if s is not None})}
 
 
@@ -142,10 +154,12 @@ def render(plan: dict[str, Any]) -> str:
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in (head, *body)]
     s = plan["summary"]
     hours = "GPU-hours" if s["device"] == "cuda" else "CPU-hours"
-    lines += ["", f"sweep: {plan['sweep_dir']} ({s['jobs']} jobs: {s['to_run']} to run, {s['finished']} finished"
-              + (f", {s['taken']} refused: their directories hold another config's run" if s["taken"] else "") + ")",
-              f"time: {duration(s['job_seconds'])} of jobs, {s['device_hours'] if s['device_hours'] is not None else '?'} "
-              f"{hours}; {s['parallelism']}: {duration(s['wall_seconds'])} wall",
+    taken = f", {s['taken']} refused: their directories hold another config's run" if s["taken"] else ""
+    device_hours = "?" if s["device_hours"] is None else s["device_hours"]
+    wall = f"{duration(s['wall_seconds'])} wall"
+    counts = f"{s['jobs']} jobs: {s['to_run']} to run, {s['finished']} finished{taken}"
+    lines += ["", f"sweep: {plan['sweep_dir']} ({counts})",
+              f"time: {duration(s['job_seconds'])} of jobs, {device_hours} {hours}; {s['parallelism']}: {wall}",
               *(f"data: {d}" for d in plan["data"]), *(f"speed: {x}" for x in plan["speed"]),
               "(training and evaluation only: start-up and checkpointing not counted)"]
     lines += [f"note #{r['index']}: {r['note']}" for r in plan["jobs"] if r["note"]]

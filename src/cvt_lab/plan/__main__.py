@@ -17,8 +17,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--measure", action="store_true",
                         help="time a few training steps of each model on its own device (default: benchmarks)")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per model with --measure")
-    parser.add_argument("--bench", nargs="+", type=Path, default=None, metavar="JSON",
-                        help="benchmark results to read throughput from (default: experiments/bench/*.json)")
+    parser.add_argument("--bench", action="append", type=Path, default=None, metavar="JSON",
+                        help="a benchmark's results to read throughput from; repeatable (default: experiments/bench)")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the plan as JSON")
     parser.add_argument("--format", choices=("table", "json"), default="table", help="what to print")
     return parser.parse_args(argv)

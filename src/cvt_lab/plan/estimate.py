@@ -122,7 +122,8 @@ def read_benchmarks(paths: Sequence[Path]) -> list[dict[str, Any]]:
     for path in paths:
         try:
             bench = json.loads(Path(path).read_text())
-            entry = {"path": relative(Path(path)), "device": "cuda" if str(bench["meta"]["device"]).startswith("cuda") else "cpu",
+            kind = "cuda" if str(bench["meta"]["device"]).startswith("cuda") else "cpu"
+            entry = {"path": relative(Path(path)), "device": kind,
                      "model": bench["config"]["model"], "image_size": int(bench["config"]["image_size"]),
                      "macs": int(bench["complexity"]["ours"]["macs"]),
                      "images_per_s": {p: {mode: float(v["ours"][mode]["images_per_s"]) for mode in ("train", "infer")}

@@ -119,10 +119,10 @@ def jobs_per_slot(jobs_per_gpu: int, slots: int, cores: int) -> int:
     return min(jobs_per_gpu, max(1, cores // slots))
 
 
-def jobs_that_fit(peak_bytes: int, gpu_bytes: int, margin: float, most: int) -> int:
+def jobs_that_fit(peak_bytes: int, gpu_bytes: int, margin: float) -> int:
     """How many jobs of ``peak_bytes`` (each with its own CUDA context) fit one GPU of ``gpu_bytes`` leaving
-    ``margin`` of it free; at least 1, at most ``most``."""
-    return max(1, min(most, int(gpu_bytes * (1.0 - margin)) // (int(peak_bytes) + CUDA_CONTEXT_BYTES)))
+    ``margin`` of it free; at least 1."""
+    return max(1, int(gpu_bytes * (1.0 - margin)) // (int(peak_bytes) + CUDA_CONTEXT_BYTES))
 
 
 def recorded_peak(run_dir: Path) -> int | None:
@@ -175,19 +175,19 @@ class PoolLauncher(Launcher):
 
     def _pack(self, groups: list[str | None], probe: DictConfig) -> int:
         """jobs_per_gpu=auto, once the first job ended: how many jobs share each GPU (group) from now on."""
-        most = max(1, self.cores // len(groups))
         peak = recorded_peak(job_dir(probe))
         if peak is None:
             log.warning("jobs_per_gpu=auto: the first job recorded no peak GPU memory (it failed, or ran on no GPU): "
                         "one job per GPU")
             return 1
         gpu_bytes = self._gpu_bytes(str(groups[0]))
-        fit = jobs_that_fit(peak, gpu_bytes, self.memory_margin, most)
+        fit = jobs_that_fit(peak, gpu_bytes, self.memory_margin)
+        per_slot = jobs_per_slot(fit, len(groups), self.cores)
         log.info(f"jobs_per_gpu=auto: the first job peaked at {peak / 2**30:.2f} GiB of GPU memory (+ "
-                 f"{CUDA_CONTEXT_BYTES / 2**30:.2f} GiB for its CUDA context); {fit} per GPU of "
-                 f"{gpu_bytes / 2**30:.1f} GiB with {self.memory_margin:.0%} to spare, at most {most} ({self.cores} "
-                 f"cores over {len(groups)} GPU slot(s))")
-        return fit
+                 f"{CUDA_CONTEXT_BYTES / 2**30:.2f} GiB for its CUDA context); {fit} fit a GPU of "
+                 f"{gpu_bytes / 2**30:.1f} GiB with {self.memory_margin:.0%} to spare; {per_slot} per GPU "
+                 f"({self.cores} cores over {len(groups)} GPU slot(s))")
+        return per_slot
 
     def _job_config(self, idx: int, overrides: Sequence[str], threads: int) -> DictConfig:
         assert self.hydra_context is not None and self.config is not None
