@@ -66,7 +66,13 @@ def write_rows(sweep: Path, table: str, axis: str, accs: dict[str, list[float]])
             (d / "results.json").write_text(json.dumps(r))
 
 
-def test_report_states_the_claim_and_answers_it_per_row(tmp_path):
+@pytest.fixture
+def no_model_counts(monkeypatch):
+    """Reports without building each row's paper-scale model (tests of the verdicts, not of the counts)."""
+    monkeypatch.setattr("cvt_lab.report.rows.paper_config_size", lambda spec, row: (None, None))
+
+
+def test_report_states_the_claim_and_answers_it_per_row(tmp_path, no_model_counts):
     """Table 8's claim (every linear stage costs accuracy) on synthetic rows: a clearly worse, b clearly
     better (against the paper), c within noise of the reference d."""
     sweep = tmp_path / "table8_cpu"
@@ -81,7 +87,7 @@ def test_report_states_the_claim_and_answers_it_per_row(tmp_path):
     assert "**Claim does not reproduce at this scale**" in md and "b (stage1) -: disagrees" in md
 
 
-def test_a_row_compared_with_its_own_row_and_rows_outside_the_claim(tmp_path):
+def test_a_row_compared_with_its_own_row_and_rows_outside_the_claim(tmp_path, no_model_counts):
     """Table 5: DeiT-S without position embedding against DeiT-S with it (vs), the CvT rows against CvT-13
     without (expect 0), DeiT-S itself without a verdict; all separated as the claim says: it reproduces."""
     sweep = tmp_path / "table5_cpu"
