@@ -10,7 +10,7 @@ SCALE      ?= cpu
 EXP        ?= ablation_pos_embed
 ARGS       ?=
 
-.PHONY: help install run test bench table2 table4 sweep report clean
+.PHONY: help install run test lint bench table2 table4 sweep report clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9_%-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -18,10 +18,11 @@ help:  ## list the targets
 $(STAMP): pyproject.toml
 	$(PYTHON_SYS) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]' $(TORCH_PIN)
+	$(PY) -m pip install -q -e '.[dev]' $(TORCH_PIN)
 	touch $(STAMP)
 
-install: $(STAMP)  ## create .venv and install the project (editable) with test extras
+# The one step that needs the package index: everything after it (make run, make test) runs offline.
+install: $(STAMP)  ## create .venv and install the project (editable) with the dev extra (tests, ruff)
 
 run: $(STAMP)  ## the main job: train cvt_tiny on the bundled digits (CPU, offline)
 	$(PY) -m cvt_lab $(ARGS)
@@ -31,6 +32,9 @@ TEST_WORKERS ?= 2
 
 test: $(STAMP)  ## the whole test suite (TEST_WORKERS=2 processes; TEST_WORKERS=0: in this process)
 	$(PY) -m pytest -n $(TEST_WORKERS)
+
+lint: $(STAMP)  ## ruff check (configured in pyproject.toml) over src/, tests/ and benchmarks/
+	$(PY) -m ruff check src tests benchmarks
 
 bench: $(STAMP)  ## benchmarks: CvT-13 vs transformers' CvT, and the default run's accuracy/time (experiments/bench/)
 	$(PY) -m benchmarks.cvt_bench --compile --out experiments/bench/bench_cpu.json $(ARGS)

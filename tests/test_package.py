@@ -46,3 +46,48 @@ def test_installed_wheel_composes_and_builds_from_another_directory(unpacked_whe
                           capture_output=True, text=True, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "depths:\n  - 1\n  - 4\n  - 16" in proc.stdout and "rand-m9-mstd0.5-inc1" in proc.stdout
+
+
+def test_one_version_from_the_metadata(unpacked_wheel):
+    import tomllib
+    from importlib.metadata import version
+
+    import cvt_lab
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert cvt_lab.__version__ == version("cvt_lab") == declared
+    (info,) = unpacked_wheel.glob("cvt_lab-*.dist-info")
+    assert info.name == f"cvt_lab-{declared}.dist-info"
+    assert "License-Expression: MIT" in (info / "METADATA").read_text()
+    assert (info / "licenses" / "LICENSE").is_file()
+    assert (unpacked_wheel / "cvt_lab" / "py.typed").is_file()  # type information for users' checkers
+
+
+def test_optional_extras_and_declared_imports():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    core = " ".join(project["dependencies"])
+    extras = project["optional-dependencies"]
+    for name, package in [("wandb", "wandb"), ("slurm", "hydra-submitit-launcher"), ("hpo", "hydra-optuna-sweeper"),
+                          ("onnx", "onnxruntime"), ("dev", "ruff")]:
+        assert any(d.startswith(package) for d in extras[name]) and package not in core, name
+    assert "cloudpickle" in core and "rich" not in core  # imported by the pool launcher / imported nowhere
+
+
+def test_a_missing_extra_is_named(monkeypatch, tmp_path):
+    import importlib.util
+    import sys
+
+    from cvt_lab.__main__ import missing_plugin
+    from cvt_lab.loggers import build_logger
+
+    monkeypatch.setitem(sys.modules, "wandb", None)  # as if the wandb extra were not installed
+    with pytest.raises(ValueError, match=r"pip install -e '\.\[wandb\]'"):
+        build_logger("wandb", str(tmp_path))
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name.startswith("hydra_plugins.hydra_") else find_spec(name, *a))
+    assert "pip install -e '.[slurm]'" in missing_plugin(["model=cvt13", "launcher=slurm"])
+    assert "pip install -e '.[hpo]'" in missing_plugin(["hparams_search=cvt_tiny_optuna"])
+    assert missing_plugin(["launcher=cpu_parallel"]) is None

@@ -10,6 +10,7 @@ Exit codes: 0 done (or already finished), 2 bad input (one message), 1 a crash o
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import sys
 import time
@@ -110,7 +111,7 @@ class Task:
             check_objective(cfg.objective)
             record = run(cfg, run_dir, overrides, started=started, on_start=lambda: save_config_snapshot(cfg, run_dir))
             result = objective_value(record, cfg.objective)
-        except Exception as e:  # noqa: BLE001 - every failure is reported; see the docstring
+        except Exception as e:  # every failure is reported; see the docstring
             error = as_job_error(e)
             bad_input, message = isinstance(error, JobError), message_of(error)
             if bad_input:
@@ -127,8 +128,28 @@ class Task:
         return result
 
 
+# Config choices served by an optional extra's Hydra plugin: (the module the plugin provides, the extra).
+PLUGIN_EXTRAS = {"launcher=slurm": ("hydra_plugins.hydra_submitit_launcher", "slurm"),
+                 "hparams_search=": ("hydra_plugins.hydra_optuna_sweeper", "hpo")}
+
+
+def missing_plugin(args: list[str]) -> str | None:
+    """What the command line asks of a Hydra plugin that is not installed (Hydra's own message would only
+    list the options it has), naming the extra that installs it."""
+    for arg in args:
+        for choice, (module, extra) in PLUGIN_EXTRAS.items():
+            if arg.startswith(choice) and importlib.util.find_spec(module) is None:
+                return (f"{arg} needs Hydra's plugin {module.split('.')[-1]}, which is not installed: "
+                        f"pip install -e '.[{extra}]'")
+    return None
+
+
 def main() -> None:
     started = time.time()  # start-up counts in the run's wall time
+    problem = missing_plugin(sys.argv[1:])
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        raise Exit(BAD_INPUT)
     register_configs()
     task = Task(started)
     # A bound method, not the instance: Hydra names the job (and its log file) after the function's file.
