@@ -25,7 +25,8 @@ def unpacked_wheel(tmp_path_factory) -> Path:
 
 
 def test_wheel_carries_every_config(unpacked_wheel):
-    shipped = {p.relative_to(unpacked_wheel / "cvt_lab" / "conf") for p in (unpacked_wheel / "cvt_lab" / "conf").rglob("*.yaml")}
+    conf = unpacked_wheel / "cvt_lab" / "conf"
+    shipped = {p.relative_to(conf) for p in conf.rglob("*.yaml")}
     in_repo = {p.relative_to(ROOT / "conf") for p in (ROOT / "conf").rglob("*.yaml")}
     assert shipped == in_repo
     assert (unpacked_wheel / "cvt_lab" / "experiments" / "paper_tables.yaml").is_file()  # for cvt_lab.report

@@ -31,8 +31,8 @@ class ImageClassifier(pl.LightningModule):
         super().__init__()
         recipe = recipe if isinstance(recipe, RecipeConfig) else OmegaConf.to_object(
             OmegaConf.merge(OmegaConf.structured(RecipeConfig), recipe))
-        # Plain containers only (a checkpoint loads with torch.load(weights_only=True)); model=None: load_from_checkpoint
-        # rebuilds it from model_config.
+        # Plain containers only (a checkpoint loads with torch.load(weights_only=True)); model=None:
+        # load_from_checkpoint rebuilds it from model_config.
         self.save_hyperparameters({"model": None, "recipe": asdict(recipe), "num_classes": num_classes,
                                    "model_config": model_config})
         if model is None:

@@ -16,7 +16,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("experiments/reports"))
     p.add_argument("--table", help="the paper table (default: from the sweep)")
     p.add_argument("--scale", default="cpu", help="with an experiment name: the scale of its sweep")
-    p.add_argument("--sweeps", type=Path, default=Path("outputs/sweeps"), help="with an experiment name: where sweeps are")
+    p.add_argument("--sweeps", type=Path, default=Path("outputs/sweeps"),
+                   help="with an experiment name: where sweeps are")
     p.add_argument("--wandb", action="store_true",
                    help="also log the table and its plot into the sweep's W&B group (cvt_lab.report.wandb)")
     a = p.parse_args(argv)
