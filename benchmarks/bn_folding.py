@@ -56,8 +56,8 @@ def main() -> int:
     report = {"model": args.model, "batch": args.batch, "threads": torch.get_num_threads(),
               "date": time.strftime("%Y-%m-%d %H:%M:%S"), "max_abs_logit_diff_fp32": diff}
     for precision in ("fp32", "bf16"):
-        t = interleaved({"plain": infer_fn(plain, x, "cpu", precision), "folded": infer_fn(folded, x, "cpu", precision)},
-                        Timing(args.iters, 2), "cpu")
+        fns = {"plain": infer_fn(plain, x, "cpu", precision), "folded": infer_fn(folded, x, "cpu", precision)}
+        t = interleaved(fns, Timing(args.iters, 2), "cpu")
         p, f = statistics.median(t["plain"]), statistics.median(t["folded"])
         report[precision] = {"ms_plain": 1e3 * p, "ms_folded": 1e3 * f, "speedup": p / f}
         print(f"{precision}: plain {1e3 * p:.0f} ms, folded {1e3 * f:.0f} ms per batch of {args.batch}: x{p / f:.3f}")

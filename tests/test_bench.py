@@ -153,10 +153,12 @@ def test_cuda_report_targets_and_table():
     """The GPU targets of issue 9 on a fake CUDA report: our faster form against transformers eager and
     compiled in bf16 training (batch 128) and bf16 inference at batch 256; MFU beside every figure."""
     four = {"ours": {"train": 2000.0, "infer": 6000.0}, "theirs": {"train": 1000.0, "infer": 3000.0},
-            "ours" + COMPILED: {"train": 3200.0, "infer": 7000.0}, "theirs" + COMPILED: {"train": 2000.0, "infer": 4000.0}}
+            "ours" + COMPILED: {"train": 3200.0, "infer": 7000.0},
+            "theirs" + COMPILED: {"train": 2000.0, "infer": 4000.0}}
     bf16 = fake_side_by_side(four)
     assert bf16["best_ours"] == {"train": "ours" + COMPILED, "infer": "ours" + COMPILED}
-    assert close(bf16["ratio_best_vs_theirs"]["train"], 3.2) and close(bf16["ratio_best_vs_theirs_compiled"]["train"], 1.6)
+    assert close(bf16["ratio_best_vs_theirs"]["train"], 3.2)
+    assert close(bf16["ratio_best_vs_theirs_compiled"]["train"], 1.6)
     assert close(bf16["ratio_compiled"]["infer"]["images_per_s"], 7000 / 4000)
     assert close(bf16["ours"]["train"]["mfu"], 2 * 3 * 1e9 * 2000 / 1e9 / 3e4)
     inference = fake_side_by_side({n: {"infer": v["infer"] * 1.1} for n, v in four.items()})
@@ -191,7 +193,8 @@ def test_cuda_report_targets_and_table():
     report["targets"] = list(targets.values())
     text = table(report)
     for needle in ("ours_compiled", "theirs_compiled", "bf16 384px train images/s", "bf16 b256 infer images/s",
-                   "12000.0 (40%)", "19200.0 (64%)", "best ours (ours_compiled) / theirs 3.20, / theirs compiled 1.60", "[ours: ours_compiled]"):
+                   "12000.0 (40%)", "19200.0 (64%)", "best ours (ours_compiled) / theirs 3.20, / theirs compiled 1.60",
+                   "[ours: ours_compiled]"):
         assert needle in text, needle
 
 

@@ -66,7 +66,8 @@ def test_count_leaves_model_untouched(training):
 
 @pytest.mark.slow  # a fresh interpreter importing torch: 3-8 s on a busy 2-core machine
 def test_cli_prints_params_and_macs():
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
+    path = os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
     out = subprocess.run([sys.executable, "-m", "cvt_lab.complexity", "model=cvt13"], capture_output=True,
                          text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr

@@ -83,7 +83,8 @@ def test_an_output_directory_that_cannot_be_written_is_one_message(tmp_path, cap
     with pytest.raises(SystemExit) as exited:
         OutputDirCheck._check(blocked / "run")
     assert exited.value.code == 2
-    assert capsys.readouterr().err == f"error: {unwritable(blocked / 'run', NotADirectoryError(20, 'Not a directory'))}\n"
+    expected = unwritable(blocked / "run", NotADirectoryError(20, "Not a directory"))
+    assert capsys.readouterr().err == f"error: {expected}\n"
 
 
 def test_mark_failed_keeps_finished_records_and_what_a_run_knew(tmp_path):

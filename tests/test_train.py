@@ -196,7 +196,8 @@ def test_parallel_runs_get_directories_of_their_own(tmp_path):
     """The issue's `for s in 0 1 2; do python -m cvt_lab seed=$s ... & done`: three directories, three seeds."""
     logs = [tmp_path / f"seed{s}.log" for s in range(3)]
     procs = [subprocess.Popen([sys.executable, "-m", "cvt_lab", f"seed={s}", *TINY, f"paths.output_dir={tmp_path}"],
-                              env=cli_env(), stdout=subprocess.DEVNULL, stderr=log.open("w")) for s, log in enumerate(logs)]
+                              env=cli_env(), stdout=subprocess.DEVNULL, stderr=log.open("w"))
+             for s, log in enumerate(logs)]
     for proc, log in zip(procs, logs):
         assert proc.wait(timeout=300) == 0, log.read_text()[-3000:]
     runs = sorted((tmp_path / "runs").iterdir())

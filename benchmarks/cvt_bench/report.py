@@ -70,7 +70,8 @@ def gpu_targets(report: dict, add) -> None:
     """Issue 9's GPU targets, each at every measured size: ours (the faster of eager and compiled) over
     transformers' eager and compiled CvT in bf16."""
     size = report["config"]["image_size"]
-    blocks = {size: report.get("throughput", {}), **{int(s): r for s, r in report.get("throughput_by_size", {}).items()}}
+    by_size = {int(s): r for s, r in report.get("throughput_by_size", {}).items()}
+    blocks = {size: report.get("throughput", {}), **by_size}
     for px, tp in blocks.items():
         if "bf16" not in tp:
             continue
@@ -201,10 +202,11 @@ def resolution_lines(res: dict | None) -> list[str]:
         return []
     lines = ["", f"time per image ({res['precision']}, batch {res['batch']}), ms: train / infer;  MACs growth"]
     for s in map(str, res["sizes"]):
-        o, t = res["ours"][s], res["theirs"][s]
-        lines.append(f"  {s:>4}px  ours {fmt(o['train']['ms_per_image'], '.1f')} / {fmt(o['infer']['ms_per_image'], '.1f')}"
+        o, t, r = res["ours"][s], res["theirs"][s], res["ratio"][s]
+        lines.append(f"  {s:>4}px  ours {fmt(o['train']['ms_per_image'], '.1f')} / "
+                     f"{fmt(o['infer']['ms_per_image'], '.1f')}"
                      f"   theirs {fmt(t['train']['ms_per_image'], '.1f')} / {fmt(t['infer']['ms_per_image'], '.1f')}"
-                     f"   ratio {fmt(res['ratio'][s]['train']['ms_per_image'])} / {fmt(res['ratio'][s]['infer']['ms_per_image'])}"
+                     f"   ratio {fmt(r['train']['ms_per_image'])} / {fmt(r['infer']['ms_per_image'])}"
                      f"   MACs x{fmt(res['growth_vs_smallest']['macs'][s])}")
     return lines
 
@@ -245,7 +247,8 @@ def loop_lines(report: dict) -> list[str]:
                          f"{tl['steps']} steps at {fmt(tl['ms_per_step'], '.0f')} ms")
             fr = tl.get("fraction_of_wall")
             if fr:
-                lines.append("  share of wall time: " + ", ".join(f"{k} {fmt(100 * (v or 0), '.0f')}%" for k, v in fr.items()))
+                shares = ", ".join(f"{k} {fmt(100 * (v or 0), '.0f')}%" for k, v in fr.items())
+                lines.append("  share of wall time: " + shares)
         else:
             lines.append(f"training loop: skipped ({tl.get('note')})")
     acc = report.get("digits_accuracy")
@@ -254,7 +257,8 @@ def loop_lines(report: dict) -> list[str]:
                      f"{100 * acc['test_acc1']['bf16']:.2f}%; bf16 step x{fmt(acc['step_speedup_bf16'])} faster")
         full = acc.get("runs", {}).get("fp32", {})
         if full.get("fraction_of_wall"):  # the whole run, where start-up is amortized as in real use
-            lines.append(f"  fp32 run: {fmt(full['wall_s'], '.1f')} s wall, start-up {fmt(full['startup_s'], '.1f')} s, "
+            lines.append(f"  fp32 run: {fmt(full['wall_s'], '.1f')} s wall, "
+                         f"start-up {fmt(full['startup_s'], '.1f')} s, "
                          f"data wait {fmt(100 * (full['data_wait_fraction'] or 0), '.1f')}% of the loop; share of "
                          "wall time: " + ", ".join(f"{k} {fmt(100 * (v or 0), '.0f')}%"
                                                    for k, v in full["fraction_of_wall"].items()))

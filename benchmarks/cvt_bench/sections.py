@@ -253,7 +253,8 @@ def compile_child(opts) -> dict:
         res = out[precision] = {}
         for mode in MODES:
             fns = {name: (train_step_fn(m, make_optimizer(m, dev), x, y, dev, precision) if mode == "train"
-                          else infer_fn(m, x, dev, precision)) for name, m in (("eager", eager), ("compiled", compiled))}
+                          else infer_fn(m, x, dev, precision))
+                   for name, m in (("eager", eager), ("compiled", compiled))}
             t0 = time.perf_counter()
             fns["compiled"]()
             sync(dev)

@@ -41,7 +41,8 @@ class RequeueBetweenSteps(Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Lightning keeps the cluster environment in its accelerator connector (its signal connector reads it there)
         env = trainer._accelerator_connector.cluster_environment
-        if isinstance(env, SLURMEnvironment) and env.auto_requeue and threading.current_thread() is threading.main_thread():
+        on_main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live there
+        if isinstance(env, SLURMEnvironment) and env.auto_requeue and on_main_thread:
             self.signum = env.requeue_signal
             signal.signal(self.signum, self._receive)
 

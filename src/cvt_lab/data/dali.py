@@ -35,7 +35,8 @@ def require_dali(trainer) -> None:
 
 
 def rand_augment_args(auto_augment: str) -> tuple[int, int]:
-    """timm's ``rand-m9-mstd0.5-inc1`` -> DALI's (n, m): n ops (timm's default 2), magnitude m of 30 from timm's m of 10."""
+    """timm's ``rand-m9-mstd0.5-inc1`` -> DALI's (n, m): n ops (timm's default 2), magnitude m of 30 from timm's
+    m of 10."""
     if not auto_augment.startswith("rand"):
         raise ValueError(f"data.backend=dali supports RandAugment ('rand-m9-...') only, not "
                          f"recipe.augment.auto_augment={auto_augment!r}; use data.backend=torch")

@@ -146,8 +146,9 @@ class ImageFolderDataModule(FileImageDataModule):
     def _loader(self, dataset: Dataset | Path, train: bool):
         if self.backend != "dali":
             return super()._loader(dataset, train)
-        return dali_loader(dataset, self.trainer, train=train, batch_size=self.batch_size if train else self.eval_batch_size,
-                           image_size=self.image_size, augment=self.augment, num_threads=max(self.num_workers, 1),
+        return dali_loader(dataset, self.trainer, train=train,
+                           batch_size=self.batch_size if train else self.eval_batch_size, image_size=self.image_size,
+                           augment=self.augment, num_threads=max(self.num_workers, 1),
                            seed=self.seed, drop_last=train and self.drop_last)
 
 

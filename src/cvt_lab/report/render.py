@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from cvt_lab.report.jobs import Job, Setting
 from cvt_lab.report.paper import scale_spec

@@ -9,9 +9,10 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.singleton import Singleton
@@ -78,7 +79,8 @@ def make_slots(pin_gpus: bool, num_gpus: int | None, devices: Sequence[int] | No
     devices = [int(d) for d in devices]
     if gpus_per_job < 1 or len(devices) < gpus_per_job:
         raise ValueError(f"launcher=gpus: {len(devices)} GPU(s) found, {gpus_per_job} needed per job; on a machine "
-                         "without GPUs use launcher=cpu_parallel, or say how many there are with hydra.launcher.num_gpus=N")
+                         "without GPUs use launcher=cpu_parallel, or say how many there are with "
+                         "hydra.launcher.num_gpus=N")
     return [",".join(map(str, devices[i:i + gpus_per_job]))
             for i in range(0, len(devices) - gpus_per_job + 1, gpus_per_job)]
 
@@ -240,8 +242,8 @@ class PoolLauncher(Launcher):
                     slot = groups[group]
                     device = f" on CUDA_VISIBLE_DEVICES={slot}" if slot is not None else ""
                     log.info(f"\t#{idx}{device} ({threads} threads) : {' '.join(filter_overrides(overrides))}")
-                    proc = subprocess.Popen([sys.executable, "-m", "hydra_plugins.cvt_lab_launcher.worker", str(payload)],
-                                            env=self._env(slot, threads))
+                    worker = [sys.executable, "-m", "hydra_plugins.cvt_lab_launcher.worker", str(payload)]
+                    proc = subprocess.Popen(worker, env=self._env(slot, threads))
                     load[group] += 1
                     running[idx] = (proc, group, sweep_config, ret_path)
                 done = [idx for idx, (proc, *_rest) in running.items() if proc.poll() is not None]
