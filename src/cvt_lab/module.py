@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict
 
 import lightning.pytorch as pl
@@ -74,7 +75,6 @@ class ImageClassifier(pl.LightningModule):
                 f"training loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}"
             )
         self.log("train/loss", loss, prog_bar=True)
-        self.log("train/lr", self.optimizers().param_groups[0]["lr"])
         return loss
 
     def _eval_step(self, batch, split: str) -> None:
@@ -106,12 +106,28 @@ class ImageClassifier(pl.LightningModule):
         optimizer = create_optimizer_v2(self.model, opt=o.name, lr=lr, weight_decay=o.weight_decay, **kwargs)
         # The schedule's time unit is the optimizer step, so warm-up and decay are smooth within epochs
         # and the same schedule serves training by epochs and by steps.
-        total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
+        total_steps = max(self.training_steps(), 1)
         steps_per_epoch = total_steps / max(self.trainer.max_epochs, 1) if self.recipe.max_steps <= 0 else None
         warmup_steps = int(s.warmup_epochs * steps_per_epoch) if steps_per_epoch else 0
         scheduler, _ = create_scheduler_v2(optimizer, sched=s.name, num_epochs=total_steps, warmup_epochs=warmup_steps,
                                            warmup_lr=s.warmup_lr, min_lr=s.min_lr, step_on_epochs=True)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        # The name is what the LR monitor (callbacks.lr_monitor) logs the learning rates under: train/lr/pgN.
+        schedule = {"scheduler": scheduler, "interval": "step", "name": "train/lr"}
+        return {"optimizer": optimizer, "lr_scheduler": schedule}
+
+    def training_steps(self) -> int:
+        """The optimizer steps of the whole training, as ``trainer.estimated_stepping_batches`` counts them but from
+        a loader of the datamodule's own: Lightning's estimate sets up the trainer's training loader, here before a
+        checkpoint is restored, and that loader then never gets the checkpoint's position in the epoch (Lightning
+        issue #20550), and with workers it has drawn epoch 0's order already. Without a datamodule: Lightning's."""
+        t = self.trainer
+        loader = t.datamodule.train_dataloader() if getattr(t, "datamodule", None) is not None else None
+        if not hasattr(loader, "__len__"):
+            return int(t.estimated_stepping_batches)
+        limit = t.limit_train_batches  # Lightning's: an int is a number of batches, a float a fraction
+        batches = min(len(loader), limit) if isinstance(limit, int) else int(len(loader) * limit)
+        steps = math.ceil(batches / t.accumulate_grad_batches) * max(t.max_epochs, 1)
+        return min(steps, t.max_steps) if t.max_steps > 0 else steps
 
     def lr_scheduler_step(self, scheduler, metric) -> None:
         scheduler.step(epoch=self.global_step)  # timm schedulers take the step count explicitly

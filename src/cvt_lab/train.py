@@ -8,9 +8,11 @@ from its newest readable checkpoint. Bad input raises :class:`JobError` with one
 from __future__ import annotations
 
 import logging
+import os
 import time
 import zipfile
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 from urllib.error import URLError
@@ -18,11 +20,12 @@ from urllib.error import URLError
 import lightning.pytorch as pl
 import torch
 from hydra.errors import CompactHydraException, InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
+from cvt_lab.callbacks import RequeueBetweenSteps, StartupTimer
 from cvt_lab.complexity import count
 from cvt_lab.module import ImageClassifier, NonFiniteLossError
 from cvt_lab.results import (RESULTS_FILE, RunDirError, RunRecord, differences, identity_of, iso_time, read_record,
@@ -77,16 +80,24 @@ def build(node: DictConfig, group: str, **kwargs: Any) -> Any:
         raise (JobError(f"{group}: {error}") if isinstance(error, JobError) else error) from None
 
 
-class StartupTimer(Callback):
-    """Records when the first training batch starts, for the start-up figure in results.json."""
-
-    def __init__(self, started: float):
-        self.started = started
-        self.startup_s: float | None = None
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if self.startup_s is None:
-            self.startup_s = time.time() - self.started
+def build_callbacks(cfg: DictConfig, ckpt_dir: Path) -> list[Callback]:
+    """The ``callbacks`` group's entries (those not null), each by ``instantiate``; ModelCheckpoints write into
+    ``ckpt_dir``, where the run resumes from."""
+    callbacks = []
+    for name, node in cfg.callbacks.items():
+        if node is None:
+            continue
+        group = f"callbacks.{name}"
+        try:
+            target = get_class(node._target_)
+        except (ImportError, ValueError) as e:
+            raise JobError(f"{group}: _target_={node._target_!r} is not a class that can be imported ({e})") from None
+        kwargs = {"dirpath": str(ckpt_dir)} if issubclass(target, ModelCheckpoint) else {}
+        try:
+            callbacks.append(build(node, group, **kwargs))
+        except TypeError as e:  # an argument the callback does not take
+            raise JobError(f"{group}: {e}; see {node._target_}'s arguments") from None
+    return callbacks
 
 
 def check_inputs(cfg: DictConfig) -> None:
@@ -120,9 +131,10 @@ def is_readable_checkpoint(path: Path) -> bool:
         return False
 
 
-def resume_checkpoint(cfg: DictConfig, ckpt_dir: Path) -> str | None:
-    """The Lightning checkpoint to continue from: ``resume=`` (which must be readable), else the run's own
-    ``last.ckpt``, or when that is damaged the newest readable one beside it (with a warning)."""
+def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
+    """The Lightning checkpoint to continue from: ``resume=`` (which must be readable), else the run's newest
+    readable checkpoint: ``checkpoints/last.ckpt``, a step checkpoint beside it, or the ``hpc_ckpt_N.ckpt`` that
+    Lightning saves in the run directory on SLURM's requeue signal (a damaged newest one: the next, with a warning)."""
     if cfg.resume:
         path = Path(cfg.resume)
         if not path.is_file():
@@ -132,16 +144,30 @@ def resume_checkpoint(cfg: DictConfig, ckpt_dir: Path) -> str | None:
             raise JobError(f"resume={path}: cannot read this checkpoint (cut short, or not a Lightning .ckpt); give "
                            "another (e.g. the newest epochNNN.ckpt beside it) or drop resume= to start afresh")
         return str(path)
-    found = sorted(ckpt_dir.glob("*.ckpt"), key=lambda p: (p.name == "last.ckpt", p.stat().st_mtime), reverse=True)
+    # Newest first; last.ckpt first among those written together (it is written after its epoch's checkpoint).
+    found = sorted([*(run_dir / "checkpoints").glob("*.ckpt"), *run_dir.glob("hpc_ckpt_*.ckpt")],
+                   key=lambda p: (p.stat().st_mtime, p.name == "last.ckpt"), reverse=True)
     for path in found:
         if is_readable_checkpoint(path):
             if path != found[0]:
                 log.warning("%s cannot be read (cut short?); resuming from %s instead", found[0], path)
             return str(path)
     if found:
-        raise JobError(f"no readable checkpoint in {ckpt_dir} ({', '.join(p.name for p in found)} are damaged): delete "
+        raise JobError(f"no readable checkpoint in {run_dir} ({', '.join(p.name for p in found)} are damaged): delete "
                        "them to start this run afresh, or continue from another with resume=PATH")
     return None
+
+
+def launched_as_rank_zero() -> bool:
+    """Whether this process is the first of its training, as its launcher says before Lightning connects them:
+    torchrun sets RANK, Lightning's own DDP launcher NODE_RANK and LOCAL_RANK for the processes it starts, srun
+    SLURM_PROCID. Only rank 0 owns the run directory (its lock, record and config snapshot); the others train."""
+    env = os.environ
+    if "RANK" in env:
+        return int(env["RANK"]) == 0
+    if "LOCAL_RANK" in env or "NODE_RANK" in env:
+        return int(env.get("LOCAL_RANK", 0)) == 0 and int(env.get("NODE_RANK", 0)) == 0
+    return int(env.get("SLURM_PROCID", 0)) == 0
 
 
 def claim(previous: RunRecord | None, record: RunRecord, cfg: DictConfig, run_dir: Path) -> RunRecord | None:
@@ -174,7 +200,8 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = (), started: 
     A failure is recorded (unless the directory belongs to another run) and raised: bad input as :class:`JobError`."""
     started = time.time() if started is None else started
     run_dir = Path(run_dir)
-    with run_lock(run_dir):
+    owner = launched_as_rank_zero()  # the other ranks of a distributed run read the directory and train alone
+    with run_lock(run_dir) if owner else nullcontext():
         previous = read_record(run_dir)
         record = RunRecord(status="running", mode=cfg.mode, overrides=list(overrides), run_dir=str(run_dir),
                            started_at=iso_time(started), versions=versions(), seed=cfg.seed, model=cfg.model.name,
@@ -189,22 +216,25 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = (), started: 
             done = claim(previous, record, cfg, run_dir)
             if done is not None:
                 return done
-            resume = resume_checkpoint(cfg, run_dir / "checkpoints") if cfg.mode == "train" else None
-            if on_start is not None:
+            resume = resume_checkpoint(cfg, run_dir) if cfg.mode == "train" else None
+            if owner and on_start is not None:
                 on_start()
-            write_record(run_dir, record)
+            if owner:
+                write_record(run_dir, record)
             if cfg.mode == "predict":
                 from cvt_lab.predict import predict
 
                 predict(cfg, run_dir, record, started)
             else:
                 train(cfg, run_dir, record, resume, started)
-            write_record(run_dir, record)
+            if owner:
+                write_record(run_dir, record)
         except RunDirTaken:
             raise
         except Exception as e:
             error = as_job_error(e)
-            record_failure(run_dir, record, previous, error, started)
+            if owner:
+                record_failure(run_dir, record, previous, error, started)
             if error is e:
                 raise
             raise error from None
@@ -259,8 +289,7 @@ def train(cfg: DictConfig, run_dir: Path, record: RunRecord, resume: str | None,
         logger.log_hyperparams(resolved)
     ckpt_dir = run_dir / "checkpoints"
     timer = StartupTimer(started)
-    callbacks = [ModelCheckpoint(dirpath=ckpt_dir, filename="epoch{epoch:03d}", auto_insert_metric_name=False,
-                                 save_last=True, save_top_k=1, every_n_epochs=1), timer]
+    callbacks = [*build_callbacks(cfg, ckpt_dir), timer, RequeueBetweenSteps()]
     trainer: pl.Trainer = build(cfg.trainer, "trainer", default_root_dir=str(run_dir), logger=logger,
                                 callbacks=callbacks)
     succeeded = False

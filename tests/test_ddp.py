@@ -1,0 +1,121 @@
+"""Data parallelism on CPU (gloo, 2 processes): a run through Lightning's own DDP launcher, resumed mid-epoch under
+torchrun (docs/cluster.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import cli_env, compose_config, read_results
+from hydra.utils import instantiate
+
+from cvt_lab.data.base import EpochRandomSampler, SeededSampler
+
+TESTS = Path(__file__).resolve().parent
+DDP = ("trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true")
+# 2 epochs of 4 steps (34 samples a rank, batches of 8, Mixup drops the last); a val/test split of 17 (9 + 8)
+RUN = ("data=synthetic", "data.num_samples=68", "recipe.batch_size=8", "recipe.epochs=2", "recipe.mixup=0.8",
+       "model.drop_path=[0.1,0.1,0.1]", "trainer.enable_progress_bar=false")
+STEP_CHECKPOINTS = ("callbacks.step_checkpoint.every_n_train_steps=2", "callbacks.step_checkpoint.save_top_k=-1")
+METRICS = ("test/acc1", "test/acc5", "val/acc1", "val/acc5", "test/loss", "epochs", "steps")
+
+
+def probe(out: Path, **options: int) -> str:
+    """The override adding the test-only callback tests/ddp_probe.py."""
+    extra = "".join(f",{k}:{v}" for k, v in options.items())
+    return f"+callbacks.probe={{_target_:ddp_probe.Probe,out:'{out}'{extra}}}"
+
+
+def env(**extra: str) -> dict[str, str]:
+    return cli_env(PYTHONPATH=os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])), **extra)
+
+
+def run(cmd: list[str], run_env: dict[str, str]) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300, env=run_env)
+    if proc.returncode != 0:
+        pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-3000:]}\n"
+                    f"--- stderr\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def steps(out: Path, rank: int) -> dict[int, dict]:
+    return {line["step"]: line for line in map(json.loads, (out / f"rank{rank}.jsonl").read_text().splitlines())}
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory) -> Path:
+    """One uninterrupted 2-process run through Lightning's DDP launcher (it starts rank 1 with the same command)."""
+    run_dir = tmp_path_factory.mktemp("straight")
+    run([sys.executable, "-m", "cvt_lab", *DDP, *RUN, probe(run_dir / "probe"), *STEP_CHECKPOINTS,
+         f"hydra.run.dir={run_dir}"], env())
+    return run_dir
+
+
+def test_ranks_train_on_their_own_samples_and_random_streams(straight):
+    record = read_results(straight)
+    assert record["status"] == "finished" and record["steps"] == 8 and record["epochs"] == 2
+    assert (straight / "checkpoints" / "last.ckpt").is_file()
+    rank0, rank1 = steps(straight / "probe", 0), steps(straight / "probe", 1)
+    assert sorted(rank0) == sorted(rank1) == list(range(8))
+    for step in rank0:  # other samples, other augmentation and Mixup, other dropout / drop path draws
+        assert rank0[step]["images"] != rank1[step]["images"] and rank0[step]["rng"] != rank1[step]["rng"]
+    assert len({line["rng"] for line in rank0.values()}) == 8  # and a stream of its own for every step
+
+
+def test_metrics_are_gathered_over_the_whole_split(straight):
+    """val/test accuracy of the 2-rank run = the final weights evaluated on every sample of the split, once (the
+    split of 17 is shared 9 + 8, no sample repeated to even the ranks out)."""
+    cfg = compose_config(*RUN)
+    model = instantiate(cfg.model).eval()
+    state = torch.load(straight / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
+    data = instantiate(cfg.data, batch_size=8, image_size=cfg.model.img_size)
+    data.setup()
+    record = read_results(straight)
+    for split, dataset in (("val", data.val_set), ("test", data.test_set)):
+        images, labels = dataset.tensors
+        assert len(labels) == 17
+        with torch.no_grad():
+            accuracy = (model(images).argmax(1) == labels).float().mean().item()
+        assert record[f"{split}/acc1"] == pytest.approx(accuracy, abs=1e-6), split
+
+
+def test_ranks_share_each_epoch_without_overlap_and_resume_mid_epoch():
+    data = list(range(17))
+    ranks = [EpochRandomSampler(data, seed=3, epoch=lambda: 1, num_replicas=2, rank=r) for r in (0, 1)]
+    shares = [list(s) for s in ranks]
+    assert [len(s) for s in shares] == [9, 9]  # padded by one repeated sample, as torch's DistributedSampler
+    assert set(shares[0]) | set(shares[1]) == set(data) and len(set(shares[0]) & set(shares[1])) == 1
+    alone = list(EpochRandomSampler(data, seed=3, epoch=lambda: 1))
+    assert shares[0] == alone[0::2] and shares[1] == (alone + alone[:1])[1::2]  # one order, dealt out
+    # Augmentation seeds: one per position of the epoch, the padding repeat's unlike its original's.
+    pairs = [list(SeededSampler(data, seed=3, epoch=lambda: 1, num_replicas=2, rank=r)) for r in (0, 1)]
+    assert [i for i, _ in pairs[0]] == shares[0]
+    assert len({seed for p in pairs for _, seed in p}) == 18
+    ranks[1].resume(epoch=1, samples=4)  # a checkpoint after 2 batches of 2 of epoch 1
+    assert list(ranks[1]) == shares[1][4:]
+    ranks[1].resume(epoch=0, samples=4)  # another epoch's position: the whole epoch
+    assert list(ranks[1]) == shares[1]
+
+
+def test_torchrun_resumes_a_2_rank_run_mid_epoch_to_the_uninterrupted_metrics(straight, tmp_path):
+    """torchrun's 2 processes continue the run from its checkpoint after step 2 (mid-epoch, what a run killed then
+    resumes from) and end with the uninterrupted run's metrics; every step they retrain draws, rank by rank,
+    the samples, augmentation and random numbers the uninterrupted run drew."""
+    run_dir, ckpt = tmp_path / "resumed", straight / "checkpoints" / "step00000002.ckpt"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m",
+                "cvt_lab", *DDP, *RUN, probe(run_dir / "probe"), f"resume={ckpt}", f"hydra.run.dir={run_dir}"]
+    proc = run(torchrun, env())
+    assert f"resuming from {ckpt}" in proc.stdout + proc.stderr
+    resumed, expected = read_results(run_dir), read_results(straight)
+    for key in METRICS:
+        assert resumed[key] == pytest.approx(expected[key], abs=1e-6), key
+    for rank in (0, 1):
+        again, before = steps(run_dir / "probe", rank), steps(straight / "probe", rank)
+        assert sorted(again) == list(range(2, 8))
+        assert all(again[s] == before[s] for s in again)
