@@ -245,6 +245,8 @@ class Config:
     recipe: RecipeConfig = MISSING
     trainer: TrainerConfig = MISSING  # noqa: F821 - built from Lightning's signature by trainer_config()
     logger: LoggerConfig = MISSING
+    # conf/callbacks/: name -> a Lightning callback's config (_target_ and its arguments), null: left out
+    callbacks: dict[str, Any] = field(default_factory=dict)
     paths: PathsConfig = field(default_factory=PathsConfig)
     mode: str = "train"  # train | eval | predict
     seed: int = 0
