@@ -22,7 +22,8 @@ def write_job(sweep: Path, axis: str, option: str, seed: int, acc: float | None,
         r = {"status": "failed", "error": error, "overrides": overrides}
     else:
         r = {"status": "finished", "test/acc1": acc, "seed": seed, "params": 1000, "macs": 10,
-             "experiment": {"table": "table7", "row": "${hydra:runtime.choices.model/kv_stride}"}, "overrides": overrides}
+             "experiment": {"table": "table7", "row": "${hydra:runtime.choices.model/kv_stride}"},
+             "overrides": overrides}
     (d / "results.json").write_text(json.dumps(r))
 
 
@@ -61,7 +62,8 @@ def write_rows(sweep: Path, table: str, axis: str, accs: dict[str, list[float]])
         for seed, acc in enumerate(values):
             d = sweep / group / f"{name}={option},seed={seed}"
             d.mkdir(parents=True)
-            r = {"status": "finished", "test/acc1": acc / 100, "seed": seed, "experiment": {"table": table, "row": option},
+            r = {"status": "finished", "test/acc1": acc / 100, "seed": seed,
+                 "experiment": {"table": table, "row": option},
                  "overrides": [f"{axis}={option}", f"seed={seed}"]}
             (d / "results.json").write_text(json.dumps(r))
 
@@ -279,7 +281,8 @@ def test_table4_report_cpu_is_a_pipeline_check(tmp_path):
     assert x["n"] == "2" and x["status"] == "ok" and x["paper_top1"] == ""
     assert float(x["ours_top1_mean"]) == pytest.approx(96.5)
     assert all(r["status"] == "not run at cpu scale" for o, r in rows.items() if o != "cvt_tiny/digits")
-    assert float(rows["cvt13/cifar10"]["paper_top1"]) == 98.83 and float(rows["cvtw24/flowers102"]["paper_top1"]) == 99.72
+    assert float(rows["cvt13/cifar10"]["paper_top1"]) == 98.83
+    assert float(rows["cvtw24/flowers102"]["paper_top1"]) == 99.72
     assert float(rows["cvt13/pets"]["ours_gmacs"]) == pytest.approx(16.3, rel=0.015)  # CvT-13 at 384
     md = paths["md"].read_text()
     assert "pipeline check on digits and are NOT comparable to the paper's datasets" in md
@@ -293,7 +296,8 @@ def test_table4_report_paper_scale_rows_by_model_and_dataset(tmp_path):
                     error="no dataset at /data/pets")
     rows = rows_of(report(sweep, tmp_path / "out"))
     assert "cvt_tiny/digits" not in rows
-    assert rows["cvt13/cifar10"]["status"] == "ok" and float(rows["cvt13/cifar10"]["ours_top1_mean"]) == pytest.approx(98.5)
+    assert rows["cvt13/cifar10"]["status"] == "ok"
+    assert float(rows["cvt13/cifar10"]["ours_top1_mean"]) == pytest.approx(98.5)
     assert "failed seed 0: no dataset" in rows["cvt13/pets"]["status"]
     assert rows["cvt21/cifar10"]["status"] == "missing seeds [0]"
 
@@ -351,8 +355,10 @@ def test_table3_scales_run_the_papers_rows_or_their_stand_ins():
 
 def test_table4_scales_run_the_papers_datasets():
     spec = load_paper_tables()["table4"]
-    assert csv_values(scale_block("paper")["transfer"]["datasets"]) == list(dict.fromkeys(r["data"] for r in spec["rows"]))
-    assert csv_values(scale_block("cpu")["transfer"]["datasets"]) == [r["data"] for r in spec["scales"]["cpu"]["extra_rows"]]
+    paper_data = list(dict.fromkeys(r["data"] for r in spec["rows"]))
+    assert csv_values(scale_block("paper")["transfer"]["datasets"]) == paper_data
+    cpu_data = [r["data"] for r in spec["scales"]["cpu"]["extra_rows"]]
+    assert csv_values(scale_block("cpu")["transfer"]["datasets"]) == cpu_data
     assert spec["row_keys"] == ["checkpoint", "data", "model"]
 
 
@@ -448,7 +454,8 @@ def test_duplicates_are_reported_and_counted_once(tmp_path):
     rows = rows_of(paths)
     assert rows["stride1"]["n"] == "3" and float(rows["stride1"]["ours_top1_mean"]) == pytest.approx(91.0)
     md = paths["md"].read_text()
-    assert "Duplicates" in md and "row stride1 seed 0: `b/again` (finished, 50.00) beside the used `a/stride1,seed=0`" in md
+    assert "Duplicates" in md
+    assert "row stride1 seed 0: `b/again` (finished, 50.00) beside the used `a/stride1,seed=0`" in md
 
 
 def test_header_seeds_and_counts_come_from_the_jobs(tmp_path):
@@ -468,7 +475,8 @@ def test_records_without_identity_are_grouped_by_overrides(tmp_path):
     full_table(sweep, "old2/", identity=False, seeds=(0,), **{"scale.epochs": 2})
     paths = report(sweep, tmp_path / "out")
     sections = sections_of(paths)
-    assert set(sections) == {f"records without a run identity, grouped by their overrides: scale.epochs={e}" for e in (1, 2)}
+    expected = {f"records without a run identity, grouped by their overrides: scale.epochs={e}" for e in (1, 2)}
+    assert set(sections) == expected
 
 
 def test_a_failure_without_identity_joins_its_setting(tmp_path):

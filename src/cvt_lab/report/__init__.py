@@ -29,7 +29,8 @@ from cvt_lab.report.stats import mean_ci
 __all__ = ["experiment_sweep_dir", "load_paper_tables", "mean_ci", "paper_config_size", "report"]
 
 
-def report(sweep_dir: Path, out_dir: Path, table: str | None = None, paper_tables: Path | None = None) -> dict[str, Path]:
+def report(sweep_dir: Path, out_dir: Path, table: str | None = None,
+           paper_tables: Path | None = None) -> dict[str, Path]:
     """Write the report of one sweep; returns the paths written."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():

@@ -15,7 +15,8 @@ from omegaconf import OmegaConf
 from cvt_lab.results import RESULTS_FILE, RunRecord, read_record
 
 # Overrides that never change a result (where a record has no identity, its overrides stand in for it).
-NOT_IDENTITY_OVERRIDES = ("experiment", "launcher", "logger", "resume", "threads", "trainer.enable_progress_bar", "hydra", "paths")
+NOT_IDENTITY_OVERRIDES = ("experiment", "launcher", "logger", "resume", "threads", "trainer.enable_progress_bar",
+                          "hydra", "paths")
 UNSET = "(not set)"
 
 
@@ -65,8 +66,10 @@ def _row(r: RunRecord, overrides: dict[str, str], axis: str, row_format: str | N
     if isinstance(exp_row, str) and "${" not in exp_row:
         return exp_row
     if row_format:
-        fields = {"model": (r.model, "model"), "image_size": (r.image_size, "recipe.image_size"), "data": (r.data, "data")}
-        row = row_format.format(**{name: v if v is not None else overrides.get(key) for name, (v, key) in fields.items()})
+        fields = {"model": (r.model, "model"), "image_size": (r.image_size, "recipe.image_size"),
+                  "data": (r.data, "data")}
+        row = row_format.format(**{name: v if v is not None else overrides.get(key)
+                                   for name, (v, key) in fields.items()})
         return None if "None" in row else row
     return overrides.get(axis)
 
@@ -148,7 +151,8 @@ def _group(jobs: list[Job], row_keys: list[str], attr: str, by_overrides: bool) 
             for s in _row_variants(members, row_keys, attr, [f"{k}={v}" for k, v in zip(keys, values)], by_overrides)]
 
 
-def _row_variants(jobs: list[Job], row_keys: list[str], attr: str, parts: list[str], by_overrides: bool) -> list[Setting]:
+def _row_variants(jobs: list[Job], row_keys: list[str], attr: str, parts: list[str],
+                  by_overrides: bool) -> list[Setting]:
     """A row run in several variants of its own keys (``model.dims`` of row c, a second checkpoint of one
     model) makes one table per variant; the rows run once are compared with each of them."""
     keys = splitting_keys(jobs, row_keys, attr)

@@ -145,8 +145,8 @@ def complexity_claims(tables: dict[str, dict] | None = None) -> list[Claim]:
 def paper_tables_markdown(tables: dict[str, dict] | None = None) -> str:
     """The paper's numbers as markdown tables, in the paper's order (docs/paper.md prints this)."""
     tables = tables or load_paper_tables()
-    fields = [("row", "row"), ("model", "model"), ("desc", "setting"), ("option", "our option"), ("size", "size"), ("params", "params (M)"),
-              ("gmacs", "GMACs"), ("top1", "top-1 (%)")]
+    fields = [("row", "row"), ("model", "model"), ("desc", "setting"), ("option", "our option"), ("size", "size"),
+              ("params", "params (M)"), ("gmacs", "GMACs"), ("top1", "top-1 (%)")]
     out = []
     for name in sorted(tables, key=lambda t: int(t.removeprefix("table"))):
         spec = tables[name]

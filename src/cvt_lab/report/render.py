@@ -181,9 +181,11 @@ def markdown(table: str, spec: dict, sections: list[Section], meta: dict, sweep_
     if note:
         lines += [f"**{note.strip()}**", ""]
     lines += [
-        f"Sweep: `{sweep_dir}` (experiment `{spec['experiment']}`, rows = `{spec['axis']}`): {n_jobs} job{'s' if n_jobs != 1 else ''} of this "
-        f"table in {len(sections)} setting{'s' if len(sections) > 1 else ''}"
-        + (f"; {len(other)} jobs outside its rows, ignored ({', '.join(sorted({str(j.row) for j in other}))})" if other else "")
+        f"Sweep: `{sweep_dir}` (experiment `{spec['experiment']}`, rows = `{spec['axis']}`): "
+        f"{n_jobs} job{'s' if n_jobs != 1 else ''} of this table in "
+        f"{len(sections)} setting{'s' if len(sections) > 1 else ''}"
+        + (f"; {len(other)} jobs outside its rows, ignored ({', '.join(sorted({str(j.row) for j in other}))})"
+           if other else "")
         + ".",
         f"Made by: `{make}`; the last command run into the sweep: "
         f"`{meta.get('command') or 'python -m cvt_lab experiment=' + spec['experiment'] + ' -m'}`, "
@@ -201,10 +203,12 @@ def markdown(table: str, spec: dict, sections: list[Section], meta: dict, sweep_
            "the other side; for `0`, on either side) or is **not separated** (interval includes zero)."
            if reference else "")
         + (" `ran as`: the option this scale ran for the row." if spec.get("scales") else "")
-        + "".join(f" {label}: the paper's only (not measured here)." for label in (spec.get("paper_columns") or {}).values()),
+        + "".join(f" {label}: the paper's only (not measured here)."
+                  for label in (spec.get("paper_columns") or {}).values()),
         "Params / GMACs: the paper's columns beside ours counted at the row's paper configuration "
         + (f"({spec['preset']} or DeiT-S at 224 with the row's option)" if "preset" in spec else
-           "(its model at its image size" + (", with the dataset's classes" if any(r.get("data") for r in spec["rows"]) else "") + ")")
+           "(its model at its image size"
+           + (", with the dataset's classes" if any(r.get("data") for r in spec["rows"]) else "") + ")")
         + ", whatever the scale trained.",
         "",
     ]
@@ -235,7 +239,8 @@ def plot(spec: dict, sections: list[Section], path: Path, scale: str) -> None:
         ran = [r for r in section.rows if r.used or not r.not_run]
         x = list(range(len(ran)))
         stats = [r.mean_std for r in ran]
-        ax1.bar(x, [m or 0 for m, _ in stats], yerr=[sd or 0 for _, sd in stats], color="tab:blue", alpha=0.6, capsize=3)
+        ax1.bar(x, [m or 0 for m, _ in stats], yerr=[sd or 0 for _, sd in stats], color="tab:blue", alpha=0.6,
+                capsize=3)
         for i, r in enumerate(ran):
             ax1.plot([i] * len(r.accs), list(r.accs.values()), "k.", ms=5)
         vals = [v for r in ran for v in r.accs.values()]
@@ -285,11 +290,13 @@ def _plot_paper(ax, spec: dict, rows: list[TableRow]) -> None:
     cols = {"top1": "top-1", **(spec.get("paper_columns") or {})}
     w = 0.8 / len(cols)
     for k, (key, label) in enumerate(cols.items()):
-        ax.bar([i - 0.4 + w * (k + 0.5) for i in range(len(paper))], [r.paper[key] for r in paper], w, label=f"paper {label}")
+        ax.bar([i - 0.4 + w * (k + 0.5) for i in range(len(paper))], [r.paper[key] for r in paper], w,
+               label=f"paper {label}")
     vals = [r.paper[key] for r in paper for key in cols]
     if vals:
         ax.set_ylim(max(0, min(vals) - 5), min(100, max(vals) + 2))
-    ax.set_xticks(list(range(len(paper))), [f"{r.paper['row']}: {r.option}" for r in paper], rotation=40, ha="right", fontsize=8)
+    ax.set_xticks(list(range(len(paper))), [f"{r.paper['row']}: {r.option}" for r in paper], rotation=40, ha="right",
+                  fontsize=8)
     ax.set_ylabel("paper top-1 %")
     ax.set_title("the paper's numbers per row", fontsize=9)
     ax.legend(fontsize=8, loc="lower left")

@@ -84,7 +84,8 @@ class TableRow:
         diff, low, high = self.diff_ci
         run = next((j for j in self.used if j.finished), None)
         return {
-            "row": self.paper["row"], "option": self.option, "ran_as": self.ran_as, "model": self.paper.get("model", ""),
+            "row": self.paper["row"], "option": self.option, "ran_as": self.ran_as,
+            "model": self.paper.get("model", ""),
             "description": self.paper["desc"], "paper_top1": self.paper.get("top1"),
             **{f"paper_{k}": self.paper.get(k) for k in spec.get("paper_columns") or {}},
             "ours_top1_mean": mean, "ours_top1_std": sd, "n": len(self.accs),
