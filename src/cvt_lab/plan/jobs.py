@@ -94,4 +94,6 @@ def _job(index: int, overrides: list[str], run_dir: Path, cfg: DictConfig) -> Jo
             status = RESUME
     except RunDirTaken as e:
         status, note = TAKEN, str(e)
+    if identity_config.get("checkpoint") == "missing":
+        note = f"checkpoint={cfg.checkpoint} not found: the job will refuse to start"
     return Job(index, overrides, run_dir, cfg, status, identity, note)
