@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -73,3 +74,15 @@ def test_plan_of_an_unknown_experiment_is_bad_input(capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "experiment/no_such_table" in err and EXPERIMENT in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_plan_true_on_the_main_command_is_the_plan(monkeypatch, capsys):
+    """``python -m cvt_lab ... plan=true -m`` gives the plan's answer (here its one-line refusal of an unknown
+    experiment), not Hydra's, and starts no sweep."""
+    import cvt_lab.__main__ as cli
+
+    monkeypatch.setattr(sys, "argv", ["cvt_lab", "experiment=no_such_table", "plan=true", "-m"])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "valid choices:" in err and "HYDRA_FULL_ERROR" not in err

@@ -144,8 +144,24 @@ def missing_plugin(args: list[str]) -> str | None:
     return None
 
 
+def plan_requested(args: list[str]) -> bool:
+    """``plan=true`` on the command line: the sweep's plan (:mod:`cvt_lab.plan`) instead of the sweep."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        overrides = OverridesParser.create().parse_overrides([a for a in args if not a.startswith("-")])
+    except HydraException:
+        return False  # Hydra says what is wrong with the command line
+    return any(o.key_or_group == "plan" and o.value() is True for o in overrides)
+
+
 def main() -> None:
     started = time.time()  # start-up counts in the run's wall time
+    if plan_requested(sys.argv[1:]):
+        from cvt_lab.plan.__main__ import main as plan
+
+        raise Exit(plan(sys.argv[1:]))
     problem = missing_plugin(sys.argv[1:])
     if problem is not None:
         print(f"error: {problem}", file=sys.stderr)

@@ -249,6 +249,7 @@ class Config:
     callbacks: dict[str, Any] = field(default_factory=dict)
     paths: PathsConfig = field(default_factory=PathsConfig)
     mode: str = "train"  # train | eval | predict
+    plan: bool = False  # plan=true: print the sweep's plan (python -m cvt_lab.plan) instead of running it
     seed: int = 0
     checkpoint: str | None = None  # weights to start from (train), evaluate (eval) or predict with; any format
     threads: int | None = None  # torch intra-op threads for this job; None: torch's default (every core)

@@ -13,7 +13,7 @@ from cvt_lab.exits import BAD_INPUT
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m cvt_lab.plan", description=__doc__.split(":")[0])
-    parser.add_argument("overrides", nargs="*", help="what follows `python -m cvt_lab` (without -m)")
+    parser.add_argument("overrides", nargs="*", help="the sweep's overrides, as given to `python -m cvt_lab ... -m`")
     parser.add_argument("--measure", action="store_true",
                         help="time a few training steps of each model on its own device (default: benchmarks)")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per model with --measure")
@@ -21,7 +21,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="a benchmark's results to read throughput from; repeatable (default: experiments/bench)")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the plan as JSON")
     parser.add_argument("--format", choices=("table", "json"), default="table", help="what to print")
-    return parser.parse_args(argv)
+    parser.add_argument("-m", "--multirun", action="store_true", help="ignored: the plan is always of the sweep")
+    return parser.parse_intermixed_args(argv)  # overrides before and after the options
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,9 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     from cvt_lab.plan import make_plan, render
 
     args = parse_args(argv)
-    overrides = [o for o in args.overrides if o not in ("-m", "--multirun")]
     try:
-        plan = make_plan(overrides, measure=args.measure, steps=args.steps, benchmarks=args.bench)
+        plan = make_plan(args.overrides, measure=args.measure, steps=args.steps, benchmarks=args.bench)
     except MissingConfigException as e:
         options = f"; valid choices: {', '.join(o for o in e.options if not o.startswith('_'))}" if e.options else ""
         return fail(f"{str(e).strip().splitlines()[0]}{options}")
