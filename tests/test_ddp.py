@@ -1,16 +1,21 @@
-"""Data parallelism on CPU (gloo, 2 processes): a run through Lightning's own DDP launcher, resumed mid-epoch under
-torchrun (docs/cluster.md)."""
+"""Data parallelism on CPU (gloo, 2 processes; docs/cluster.md): a run through Lightning's own DDP launcher, and a
+SLURM job (srun's 2 tasks simulated by their variables) that gets the requeue signal, dies, and is resumed by
+torchrun."""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
+import stat
 import subprocess
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
 import torch
+from filelock import FileLock
 from conftest import cli_env, compose_config, read_results
 from hydra.utils import instantiate
 
@@ -21,7 +26,7 @@ DDP = ("trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.p
 # 2 epochs of 4 steps (34 samples a rank, batches of 8, Mixup drops the last); a val/test split of 17 (9 + 8)
 RUN = ("data=synthetic", "data.num_samples=68", "recipe.batch_size=8", "recipe.epochs=2", "recipe.mixup=0.8",
        "model.drop_path=[0.1,0.1,0.1]", "trainer.enable_progress_bar=false")
-STEP_CHECKPOINTS = ("callbacks.step_checkpoint.every_n_train_steps=2", "callbacks.step_checkpoint.save_top_k=-1")
+STEP_CHECKPOINTS = ("callbacks.step_checkpoint.every_n_train_steps=2",)  # the newest 2 kept
 METRICS = ("test/acc1", "test/acc5", "val/acc1", "val/acc5", "test/loss", "epochs", "steps")
 
 
@@ -43,16 +48,30 @@ def run(cmd: list[str], run_env: dict[str, str]) -> subprocess.CompletedProcess:
     return proc
 
 
+def free_port() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return str(s.getsockname()[1])
+
+
 def steps(out: Path, rank: int) -> dict[int, dict]:
     return {line["step"]: line for line in map(json.loads, (out / f"rank{rank}.jsonl").read_text().splitlines())}
 
 
 @pytest.fixture(scope="module")
-def straight(tmp_path_factory) -> Path:
-    """One uninterrupted 2-process run through Lightning's DDP launcher (it starts rank 1 with the same command)."""
-    run_dir = tmp_path_factory.mktemp("straight")
-    run([sys.executable, "-m", "cvt_lab", *DDP, *RUN, probe(run_dir / "probe"), *STEP_CHECKPOINTS,
-         f"hydra.run.dir={run_dir}"], env())
+def straight(tmp_path_factory, worker_id) -> Path:
+    """One uninterrupted 2-process run through Lightning's DDP launcher (it starts rank 1 with the same command).
+    Made once per test session: pytest-xdist workers share it (the first makes it, the others wait for it)."""
+    if worker_id == "master":
+        root, lock = tmp_path_factory.mktemp("ddp"), nullcontext()
+    else:  # the session's directory, above each worker's own
+        root = tmp_path_factory.getbasetemp().parent
+        lock = FileLock(root / "ddp_straight.lock")
+    run_dir = root / "straight"
+    with lock:
+        if not (run_dir / "results.json").is_file():
+            run([sys.executable, "-m", "cvt_lab", *DDP, *RUN, probe(run_dir / "probe"), *STEP_CHECKPOINTS,
+                 f"hydra.run.dir={run_dir}"], env())
     return run_dir
 
 
@@ -60,6 +79,8 @@ def test_ranks_train_on_their_own_samples_and_random_streams(straight):
     record = read_results(straight)
     assert record["status"] == "finished" and record["steps"] == 8 and record["epochs"] == 2
     assert (straight / "checkpoints" / "last.ckpt").is_file()
+    kept = sorted(p.name for p in (straight / "checkpoints").glob("step*"))
+    assert kept == ["step00000006.ckpt", "step00000008.ckpt"]  # every 2 steps, the newest 2
     rank0, rank1 = steps(straight / "probe", 0), steps(straight / "probe", 1)
     assert sorted(rank0) == sorted(rank1) == list(range(8))
     for step in rank0:  # other samples, other augmentation and Mixup, other dropout / drop path draws
@@ -103,19 +124,38 @@ def test_ranks_share_each_epoch_without_overlap_and_resume_mid_epoch():
     assert list(ranks[1]) == shares[1]
 
 
-def test_torchrun_resumes_a_2_rank_run_mid_epoch_to_the_uninterrupted_metrics(straight, tmp_path):
-    """torchrun's 2 processes continue the run from its checkpoint after step 2 (mid-epoch, what a run killed then
-    resumes from) and end with the uninterrupted run's metrics; every step they retrain draws, rank by rank,
-    the samples, augmentation and random numbers the uninterrupted run drew."""
-    run_dir, ckpt = tmp_path / "resumed", straight / "checkpoints" / "step00000002.ckpt"
+def test_requeued_slurm_job_resumes_under_torchrun_to_the_uninterrupted_metrics(straight, tmp_path):
+    """srun's 2 tasks (simulated by SLURM's variables) get the requeue signal (SIGUSR1) during step 2: Lightning's
+    save and requeue run at the end of that step on both ranks (cvt_lab.callbacks.RequeueBetweenSteps):
+    hpc_ckpt_1.ckpt in the run directory, `scontrol requeue <job id>` called (a fake here, which records it). The
+    tasks die at step 3, mid-epoch. The requeued job, run here by torchrun in the same directory, resumes from the
+    hpc checkpoint and ends with the uninterrupted run's metrics; every step it retrains draws, rank by rank, the
+    samples, augmentation and random numbers the uninterrupted run drew."""
+    bin_dir, run_dir = tmp_path / "bin", tmp_path / "run"
+    bin_dir.mkdir()
+    scontrol = bin_dir / "scontrol"
+    scontrol.write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'scontrol.log'}\n")
+    scontrol.chmod(scontrol.stat().st_mode | stat.S_IEXEC)
+    cmd = [sys.executable, "-m", "cvt_lab", *DDP, *RUN, *STEP_CHECKPOINTS,
+           probe(tmp_path / "killed", signal_at=2, exit_at=3), f"hydra.run.dir={run_dir}"]
+    slurm = {"SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "cvt", "SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2",
+             "SLURM_NNODES": "1", "SLURM_NODEID": "0", "SLURM_NODELIST": "127.0.0.1", "MASTER_PORT": free_port(),
+             "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    tasks = [subprocess.Popen(cmd, env=env(**slurm, SLURM_PROCID=str(r), SLURM_LOCALID=str(r)),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for r in (0, 1)]
+    errors = [task.communicate(timeout=300)[1] for task in tasks]
+    assert [task.returncode for task in tasks] == [3, 3], errors[0][-3000:]  # the probe's exit, as SLURM kills
+    assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4242"]  # rank 0 only
+    assert (run_dir / "hpc_ckpt_1.ckpt").is_file() and read_results(run_dir)["status"] == "running"
+
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m",
-                "cvt_lab", *DDP, *RUN, probe(run_dir / "probe"), f"resume={ckpt}", f"hydra.run.dir={run_dir}"]
+                "cvt_lab", *DDP, *RUN, *STEP_CHECKPOINTS, probe(tmp_path / "resumed"), f"hydra.run.dir={run_dir}"]
     proc = run(torchrun, env())
-    assert f"resuming from {ckpt}" in proc.stdout + proc.stderr
+    assert f"resuming from {run_dir / 'hpc_ckpt_1.ckpt'}" in proc.stdout + proc.stderr
     resumed, expected = read_results(run_dir), read_results(straight)
     for key in METRICS:
         assert resumed[key] == pytest.approx(expected[key], abs=1e-6), key
     for rank in (0, 1):
-        again, before = steps(run_dir / "probe", rank), steps(straight / "probe", rank)
-        assert sorted(again) == list(range(2, 8))
+        again, before = steps(tmp_path / "resumed", rank), steps(straight / "probe", rank)
+        assert sorted(again) == list(range(3, 8))
         assert all(again[s] == before[s] for s in again)
