@@ -111,11 +111,19 @@ def test_identity_is_the_result_defining_config(tmp_path):
         return identity_of(variant)[0]
 
     for key, value in {"logger.kind": "tensorboard", "threads": 2, "paths.output_dir": "elsewhere", "resume": "x.ckpt",
-                       "trainer.enable_progress_bar": True, "data.num_workers": 2, "data.root": "/moved"}.items():
+                       "trainer.enable_progress_bar": True, "data.num_workers": 2, "data.root": "/moved",
+                       "callbacks.step_checkpoint.every_n_train_steps": 50, "callbacks.lr_monitor": None}.items():
         assert identity_with(key, value) == base[0], key
     for key, value in {"model.dims": [16, 32, 64], "seed": 1, "recipe.optimizer.lr": 1e-4, "mode": "eval",
                        "trainer.precision": "bf16-mixed"}.items():
         assert identity_with(key, value) != base[0], key
+    # callbacks that change what a run learns or when it stops are part of its identity
+    assert identity_of(compose_config(*TINY, "callbacks=ema"))[0] != base[0]
+    assert identity_of(compose_config(*TINY, "callbacks=early_stopping"))[0] != base[0]
+    # a Hub checkpoint is identified by repository and revision, without the network
+    hub = {identity_with("checkpoint", spec) for spec in ("hf-hub:microsoft/cvt-13", "hf-hub:microsoft/cvt-21",
+                                                           "hf-hub:microsoft/cvt-13@0123abc")}
+    assert len(hub) == 3 and base[0] not in hub
 
     a, b, copy = tmp_path / "a.pth", tmp_path / "b.pth", tmp_path / "elsewhere" / "a.pth"
     torch.save({"w": torch.zeros(2)}, a)

@@ -66,6 +66,9 @@ NOT_IDENTITY = frozenset({
     "data.eval_batch_size", "trainer.accelerator", "trainer.strategy", "trainer.benchmark",
     "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
 })
+# Callbacks (conf/callbacks/) that only save or log: every other entry (EMA weights, early stopping, a user's
+# own) can change a result, so it joins the identity. The defaults are all here: default identities have none.
+CALLBACKS_NOT_IDENTITY = frozenset({"checkpoint", "step_checkpoint", "lr_monitor"})
 
 
 class RunDirError(RuntimeError):
@@ -248,6 +251,10 @@ def checkpoint_id(path: str | Path | None) -> str | None:
     another path are the same input; for a directory (transformers), of its files' names and contents."""
     if path is None or str(path) == "":
         return None
+    from cvt_lab.checkpoint.hub import is_hub_spec, spec_id
+
+    if is_hub_spec(path):  # named by repository and revision: identified without the network
+        return spec_id(str(path))
     p = Path(path).expanduser()
     files = [p] if p.is_file() else sorted(q for q in p.iterdir() if q.is_file()) if p.is_dir() else []
     if not files:
@@ -273,8 +280,8 @@ def job_dirname(override_dirname: str, checkpoint: str | None) -> str:
 def identity_of(cfg: Any) -> tuple[str, dict[str, Any]]:
     """The identity of a run: ``(hash, config)``, where ``config`` maps dotted keys to the resolved values that
     define its result (``model.*``, ``data.*``, ``recipe.*``, ``trainer.*`` but :data:`NOT_IDENTITY`, the
-    ``_target_`` keys and Trainer arguments left at Lightning's defaults; ``seed``; ``mode``; ``checkpoint``:
-    the contents' id). The logger, the launcher, the paths, threads and Hydra's settings are not part of it."""
+    ``_target_`` keys and Trainer arguments left at Lightning's defaults; ``callbacks.*`` but
+    :data:`CALLBACKS_NOT_IDENTITY`; ``seed``; ``mode``; ``checkpoint``: the contents' id). The logger, the launcher, the paths, threads and Hydra's settings are not part of it."""
     from omegaconf import OmegaConf
 
     from cvt_lab.config import trainer_args_at_lightning_defaults
@@ -286,6 +293,10 @@ def identity_of(cfg: Any) -> tuple[str, dict[str, Any]]:
     at_default = {f"trainer.{k}": v for k, v in trainer_args_at_lightning_defaults().items()}
     config = {k: v for k, v in config.items() if k not in NOT_IDENTITY and not k.endswith("._target_")
               and not (k in at_default and v == at_default[k])}
+    callbacks = cfg.get("callbacks") or {}
+    for name in sorted(set(callbacks) - CALLBACKS_NOT_IDENTITY):
+        if callbacks[name] is not None:
+            config.update(_flatten(OmegaConf.to_container(callbacks[name], resolve=True), f"callbacks.{name}"))
     config.update(seed=cfg.seed, mode=cfg.mode, checkpoint=checkpoint_id(cfg.checkpoint))
     text = json.dumps(config, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16], config
