@@ -159,3 +159,17 @@ def test_requeued_slurm_job_resumes_under_torchrun_to_the_uninterrupted_metrics(
         again, before = steps(tmp_path / "resumed", rank), steps(straight / "probe", rank)
         assert sorted(again) == list(range(3, 8))
         assert all(again[s] == before[s] for s in again)
+
+
+def test_processes_started_together_must_share_a_named_run_directory(monkeypatch):
+    from cvt_lab.__main__ import unshared_run_dir
+
+    for var in ("WORLD_SIZE", "SLURM_NTASKS"):
+        monkeypatch.delenv(var, raising=False)
+    assert unshared_run_dir(["trainer=ddp"]) is None  # one process: Lightning's launcher passes the directory on
+    monkeypatch.setenv("WORLD_SIZE", "2")  # torchrun
+    assert "hydra.run.dir=" in unshared_run_dir(["trainer=ddp"])
+    assert unshared_run_dir(["trainer=ddp", "hydra.run.dir=outputs/runs/x"]) is None
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setenv("SLURM_NTASKS", "8")  # srun
+    assert unshared_run_dir(["trainer=ddp"]) is not None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import sys
 import time
 from dataclasses import fields
@@ -144,6 +145,17 @@ def missing_plugin(args: list[str]) -> str | None:
     return None
 
 
+def unshared_run_dir(args: list[str]) -> str | None:
+    """A training started once per process by torchrun or srun (WORLD_SIZE / SLURM_NTASKS > 1) must name its run
+    directory: each process would name the default one from its own clock, and the ranks would not meet there."""
+    world = max(int(os.environ.get(var) or 1) for var in ("WORLD_SIZE", "SLURM_NTASKS"))
+    if world <= 1 or any(a in ("-m", "--multirun") or a.startswith("hydra.run.dir=") for a in args):
+        return None
+    return (f"this process is one of {world} started together (torchrun or srun), and each would name its own run "
+            "directory: give them one, e.g. hydra.run.dir=outputs/runs/<name> (on a filesystem every node sees; "
+            "docs/cluster.md)")
+
+
 def plan_requested(args: list[str]) -> bool:
     """``plan=true`` on the command line: the sweep's plan (:mod:`cvt_lab.plan`) instead of the sweep."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -162,7 +174,7 @@ def main() -> None:
         from cvt_lab.plan.__main__ import main as plan
 
         raise Exit(plan(sys.argv[1:]))
-    problem = missing_plugin(sys.argv[1:])
+    problem = missing_plugin(sys.argv[1:]) or unshared_run_dir(sys.argv[1:])
     if problem is not None:
         print(f"error: {problem}", file=sys.stderr)
         raise Exit(BAD_INPUT)

@@ -64,9 +64,10 @@ def stored_run_id(save_dir: str | Path, file: str = RUN_ID_FILE, given: str | No
 def build_logger(kind: str, save_dir: str, project: str = "cvt_lab", entity: str | None = None,
                  group: str | None = None, job_type: str | None = None, name: str | None = None,
                  tags: list[str] | None = None, mode: str = "auto", log_model: Any = False,
-                 run_config: dict | None = None) -> Logger:
+                 run_config: dict | None = None, owns_run_dir: bool = True) -> Logger:
     """A Lightning logger writing into ``save_dir`` (the run directory). W&B: ``log_model`` uploads the
-    checkpoints as artifacts (True: at the end of training; "all": each one as it is saved)."""
+    checkpoints as artifacts (True: at the end of training; "all": each one as it is saved). Only the process
+    that owns the run directory (rank 0) keeps the W&B run id: the other ranks of a distributed run log nothing."""
     if kind == "csv":
         return CSVLogger(save_dir, name="csv")  # version_N: a resumed run keeps the earlier rows
     if kind == "tensorboard":
@@ -79,5 +80,5 @@ def build_logger(kind: str, save_dir: str, project: str = "cvt_lab", entity: str
                          "checkpoint as it is saved) or false")
     return WandbLogger(project=project, entity=entity, group=group, job_type=job_type, name=name, tags=list(tags or []),
                        save_dir=save_dir, mode=wandb_mode(mode, save_dir),
-                       id=stored_run_id(save_dir, given=os.environ.get("WANDB_RUN_ID")),
+                       id=stored_run_id(save_dir, given=os.environ.get("WANDB_RUN_ID")) if owns_run_dir else None,
                        resume="allow", log_model=log_model, config=run_config)

@@ -284,7 +284,8 @@ def train(cfg: DictConfig, run_dir: Path, record: RunRecord, resume: str | None,
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
     logger = build(cfg.logger, "logger", _recursive_=False, _convert_="all", save_dir=str(run_dir),
-                   name=cfg.logger.name or ",".join(record.overrides) or "default", run_config=resolved)
+                   name=cfg.logger.name or ",".join(record.overrides) or "default", run_config=resolved,
+                   owns_run_dir=launched_as_rank_zero())
     if cfg.logger.kind != "wandb":
         logger.log_hyperparams(resolved)
     ckpt_dir = run_dir / "checkpoints"
