@@ -77,6 +77,17 @@ def test_trainer_arguments_at_lightning_defaults_leave_the_identity_alone():
     assert changed != default and config["trainer.val_check_interval"] == 0.5
 
 
+def test_trainer_arguments_at_lightning_defaults_leave_lightnings_environment_defaults_working(monkeypatch):
+    from hydra.utils import instantiate
+
+    from cvt_lab.train import trainer_node
+
+    node = trainer_node(compose_config("trainer.val_check_interval=0.5"))
+    assert node.val_check_interval == 0.5 and "profiler" not in node and node.max_epochs is not None
+    monkeypatch.setenv("PL_TRAINER_LIMIT_PREDICT_BATCHES", "3")  # a Lightning default set by the environment
+    assert instantiate(node, logger=False, enable_checkpointing=False).limit_predict_batches == 3
+
+
 def test_trainer_arguments_reach_the_trainer(tmp_path):
     cfg = compose_config(*TINY, "model.img_size=16", "trainer.val_check_interval=0.5", "trainer.profiler=simple")
     assert run(cfg, tmp_path).status == "finished"

@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cvt_lab.callbacks import RequeueBetweenSteps, StartupTimer
 from cvt_lab.complexity import count
+from cvt_lab.config import trainer_args_at_lightning_defaults
 from cvt_lab.module import ImageClassifier, NonFiniteLossError
 from cvt_lab.results import (RESULTS_FILE, RunDirError, RunRecord, differences, identity_of, iso_time, read_record,
                              run_lock, versions, write_record)
@@ -98,6 +99,14 @@ def build_callbacks(cfg: DictConfig, ckpt_dir: Path) -> list[Callback]:
         except TypeError as e:  # an argument the callback does not take
             raise JobError(f"{group}: {e}; see {node._target_}'s arguments") from None
     return callbacks
+
+
+def trainer_node(cfg: DictConfig) -> DictConfig:
+    """``cfg.trainer`` without the arguments left at Lightning's defaults: those stay unset, so Lightning's
+    ``PL_TRAINER_*`` environment variables can still supply them."""
+    at_default = trainer_args_at_lightning_defaults()
+    return OmegaConf.create({k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items()
+                             if not (k in at_default and v == at_default[k])})
 
 
 def check_inputs(cfg: DictConfig) -> None:
@@ -291,7 +300,7 @@ def train(cfg: DictConfig, run_dir: Path, record: RunRecord, resume: str | None,
     ckpt_dir = run_dir / "checkpoints"
     timer = StartupTimer(started)
     callbacks = [*build_callbacks(cfg, ckpt_dir), timer, RequeueBetweenSteps()]
-    trainer: pl.Trainer = build(cfg.trainer, "trainer", default_root_dir=str(run_dir), logger=logger,
+    trainer: pl.Trainer = build(trainer_node(cfg), "trainer", default_root_dir=str(run_dir), logger=logger,
                                 callbacks=callbacks)
     succeeded = False
     try:
