@@ -122,7 +122,7 @@ def test_cpu_scale_runs_each_ablation_on_its_canvas_task():
     from cvt_lab.paths import config_dir
 
     cpu, paper = scale_block("cpu"), scale_block("paper")
-    tasks = {"table5": "position", "table6": "position", "table7": "class_position", "table8": "class_position"}
+    tasks = {"table5": "position", "table6": "class_position", "table7": "class_position", "table8": "class_position"}
     for table, task in tasks.items():
         option = cpu["tables"][table]["data"]
         assert OmegaConf.load(config_dir() / "data" / f"{option}.yaml").task == task
