@@ -262,7 +262,6 @@ class Config:
     predict: PredictConfig = field(default_factory=PredictConfig)
 
 
-
 def register_configs() -> None:
     """Register the schemas with Hydra's ConfigStore and cvt_lab's config resolvers (called before the app
     composes its config, and in every process that runs a job)."""
