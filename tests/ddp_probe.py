@@ -23,8 +23,12 @@ class Probe(Callback):
     (the torch generator's state as the step starts). ``signal_at``: the process sends itself SLURM's requeue signal
     (SIGUSR1) as that step starts; ``exit_at``: it dies (os._exit, as a preempted job) as that step starts."""
 
-    def __init__(self, out: str, signal_at: int = -1, exit_at: int = -1):
-        self.out, self.signal_at, self.exit_at = Path(out), signal_at, exit_at
+    def __init__(self):
+        # From the environment, not the config: the probe observes (and kills) a run without being part of its
+        # identity, so a requeued job comes back with the config it had (cvt_lab.results.identity_of).
+        env = os.environ
+        self.out = Path(env["DDP_PROBE_OUT"])
+        self.signal_at, self.exit_at = int(env.get("DDP_PROBE_SIGNAL_AT", -1)), int(env.get("DDP_PROBE_EXIT_AT", -1))
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
         step = trainer.global_step

@@ -30,10 +30,12 @@ STEP_CHECKPOINTS = ("callbacks.step_checkpoint.every_n_train_steps=2",)  # the n
 METRICS = ("test/acc1", "test/acc5", "val/acc1", "val/acc5", "test/loss", "epochs", "steps")
 
 
-def probe(out: Path, **options: int) -> str:
-    """The override adding the test-only callback tests/ddp_probe.py."""
-    extra = "".join(f",{k}:{v}" for k, v in options.items())
-    return f"+callbacks.probe={{_target_:ddp_probe.Probe,out:'{out}'{extra}}}"
+PROBE = "+callbacks.probe={_target_:ddp_probe.Probe}"  # the test-only callback tests/ddp_probe.py
+
+
+def probe(out: Path, signal_at: int = -1, exit_at: int = -1) -> dict[str, str]:
+    """The probe's options: where it writes, the step it sends the requeue signal at, the step it dies at."""
+    return {"DDP_PROBE_OUT": str(out), "DDP_PROBE_SIGNAL_AT": str(signal_at), "DDP_PROBE_EXIT_AT": str(exit_at)}
 
 
 def env(**extra: str) -> dict[str, str]:
@@ -70,8 +72,8 @@ def straight(tmp_path_factory, worker_id) -> Path:
     run_dir = root / "straight"
     with lock:
         if not (run_dir / "results.json").is_file():
-            run([sys.executable, "-m", "cvt_lab", *DDP, *RUN, probe(run_dir / "probe"), *STEP_CHECKPOINTS,
-                 f"hydra.run.dir={run_dir}"], env())
+            run([sys.executable, "-m", "cvt_lab", *DDP, *RUN, PROBE, *STEP_CHECKPOINTS, f"hydra.run.dir={run_dir}"],
+                env(**probe(run_dir / "probe")))
     return run_dir
 
 
@@ -137,11 +139,12 @@ def test_requeued_slurm_job_resumes_under_torchrun_to_the_uninterrupted_metrics(
     scontrol.write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'scontrol.log'}\n")
     scontrol.chmod(scontrol.stat().st_mode | stat.S_IEXEC)
     cmd = [sys.executable, "-m", "cvt_lab", *DDP, *RUN, *STEP_CHECKPOINTS,
-           probe(tmp_path / "killed", signal_at=2, exit_at=3), f"hydra.run.dir={run_dir}"]
+           PROBE, f"hydra.run.dir={run_dir}"]
     slurm = {"SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "cvt", "SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2",
              "SLURM_NNODES": "1", "SLURM_NODEID": "0", "SLURM_NODELIST": "127.0.0.1", "MASTER_PORT": free_port(),
              "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
-    tasks = [subprocess.Popen(cmd, env=env(**slurm, SLURM_PROCID=str(r), SLURM_LOCALID=str(r)),
+    killed = probe(tmp_path / "killed", signal_at=2, exit_at=3)
+    tasks = [subprocess.Popen(cmd, env=env(**slurm, **killed, SLURM_PROCID=str(r), SLURM_LOCALID=str(r)),
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for r in (0, 1)]
     errors = [task.communicate(timeout=300)[1] for task in tasks]
     assert [task.returncode for task in tasks] == [3, 3], errors[0][-3000:]  # the probe's exit, as SLURM kills
@@ -149,8 +152,8 @@ def test_requeued_slurm_job_resumes_under_torchrun_to_the_uninterrupted_metrics(
     assert (run_dir / "hpc_ckpt_1.ckpt").is_file() and read_results(run_dir)["status"] == "running"
 
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m",
-                "cvt_lab", *DDP, *RUN, *STEP_CHECKPOINTS, probe(tmp_path / "resumed"), f"hydra.run.dir={run_dir}"]
-    proc = run(torchrun, env())
+                "cvt_lab", *DDP, *RUN, *STEP_CHECKPOINTS, PROBE, f"hydra.run.dir={run_dir}"]
+    proc = run(torchrun, env(**probe(tmp_path / "resumed")))
     assert f"resuming from {run_dir / 'hpc_ckpt_1.ckpt'}" in proc.stdout + proc.stderr
     resumed, expected = read_results(run_dir), read_results(straight)
     for key in METRICS:
