@@ -281,7 +281,8 @@ def identity_of(cfg: Any) -> tuple[str, dict[str, Any]]:
     """The identity of a run: ``(hash, config)``, where ``config`` maps dotted keys to the resolved values that
     define its result (``model.*``, ``data.*``, ``recipe.*``, ``trainer.*`` but :data:`NOT_IDENTITY`, the
     ``_target_`` keys and Trainer arguments left at Lightning's defaults; ``callbacks.*`` but
-    :data:`CALLBACKS_NOT_IDENTITY`; ``seed``; ``mode``; ``checkpoint``: the contents' id). The logger, the launcher, the paths, threads and Hydra's settings are not part of it."""
+    :data:`CALLBACKS_NOT_IDENTITY`; ``seed``; ``mode``; ``checkpoint``: the contents' id). The logger, the
+    launcher, the paths, threads and Hydra's settings are not part of it."""
     from omegaconf import OmegaConf
 
     from cvt_lab.config import trainer_args_at_lightning_defaults
