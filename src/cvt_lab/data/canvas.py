@@ -16,13 +16,12 @@ import dataclasses
 
 import torch
 import torch.nn.functional as F
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 from torch.utils.data import TensorDataset
 
 from cvt_lab.config import canvas_classes
 from cvt_lab.data.base import derived_seed
-from cvt_lab.data.memory import TensorImageDataModule
+from cvt_lab.data.memory import TensorImageDataModule, digits_splits
+
 
 def balanced_cells(classes: torch.Tensor, cells: int, generator: torch.Generator) -> torch.Tensor:
     """A cell for each sample such that, within every class, the cells come in shuffled rounds of all of
@@ -91,14 +90,9 @@ class DigitsCanvasDataModule(TensorImageDataModule):
         return {"class": digits, "position": cells, "class_position": digits * self.grid**2 + cells}[self.task]
 
     def load(self) -> tuple[TensorDataset, TensorDataset, TensorDataset]:
-        x, y = load_digits(return_X_y=True)
-        digits = torch.tensor(x, dtype=torch.float32).view(-1, 1, 8, 8) / 16.0
+        digits, classes, (train, val, test) = digits_splits(self.split_seed)
         if self.digit_size != 8:
             digits = F.interpolate(digits, size=self.digit_size, mode="bilinear", align_corners=False).clamp(0, 1)
-        classes = torch.tensor(y)
-        index = torch.arange(len(classes)).numpy()
-        train, test = train_test_split(index, test_size=0.2, stratify=y, random_state=self.split_seed)
-        train, val = train_test_split(train, test_size=0.125, stratify=y[train], random_state=self.split_seed)
 
         def split(number: int, members) -> TensorDataset:
             # Cells and drawing from generators of their own: clutter and noise never change the labels.

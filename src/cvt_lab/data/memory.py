@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
@@ -61,18 +62,24 @@ class TensorImageDataModule(ImageDataModule):
         return ((images - 0.5) / 0.5).contiguous()
 
 
+def digits_splits(split_seed: int) -> tuple[torch.Tensor, torch.Tensor, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """scikit-learn's 1,797 handwritten digits as (N, 1, 8, 8) images in [0, 1], their labels, and the indices of
+    the fixed stratified 70/10/20 train / val / test split (a function of ``split_seed`` alone)."""
+    x, y = load_digits(return_X_y=True)
+    images = torch.tensor(x, dtype=torch.float32).view(-1, 1, 8, 8) / 16.0
+    index = np.arange(len(y))
+    train, test = train_test_split(index, test_size=0.2, stratify=y, random_state=split_seed)
+    train, val = train_test_split(train, test_size=0.125, stratify=y[train], random_state=split_seed)
+    return images, torch.tensor(y), (train, val, test)
+
+
 class DigitsDataModule(TensorImageDataModule):
     """scikit-learn's 1,797 handwritten digits, split 70/10/20 (train/val/test), stratified and fixed."""
 
     def load(self) -> tuple[TensorDataset, TensorDataset, TensorDataset]:
-        x, y = load_digits(return_X_y=True)
-        images = torch.tensor(x, dtype=torch.float32).view(-1, 1, 8, 8) / 16.0
-        labels = torch.tensor(y)
-        index = torch.arange(len(labels)).numpy()
-        train, test = train_test_split(index, test_size=0.2, stratify=y, random_state=self.split_seed)
-        train, val = train_test_split(train, test_size=0.125, stratify=y[train], random_state=self.split_seed)
+        images, labels, splits = digits_splits(self.split_seed)
         images = self._to_model_input(images)
-        return tuple(TensorDataset(images[i], labels[i]) for i in (train, val, test))
+        return tuple(TensorDataset(images[i], labels[i]) for i in splits)
 
 
 class SyntheticDataModule(TensorImageDataModule):
