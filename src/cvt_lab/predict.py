@@ -32,7 +32,6 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from cvt_lab.results import RunRecord
 
 log = logging.getLogger(__name__)
-RUN_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 
 
 class ImageFiles(Dataset):
@@ -76,6 +75,8 @@ class TopKWriter(BasePredictionWriter):
 
 def checkpoint_file(checkpoint: str) -> Path:
     """``checkpoint=`` as a file: a run directory stands for its last checkpoint."""
+    from cvt_lab.checkpoint.export import RUN_CHECKPOINT
+
     path = Path(checkpoint).expanduser()
     return path / RUN_CHECKPOINT if (path / RUN_CHECKPOINT).is_file() else path
 
@@ -84,7 +85,7 @@ def predict(cfg: DictConfig, run_dir: Path, record: RunRecord, started: float) -
     """Predict every image under ``data.root`` with the checkpoint; fills ``record`` in."""
     from cvt_lab.checkpoint import load_checkpoint
     from cvt_lab.module import ImageClassifier
-    from cvt_lab.train import JobError, build
+    from cvt_lab.train import JobError, build, trainer_node
 
     root = Path(cfg.data.root or "")
     if not root.is_dir():
@@ -108,7 +109,7 @@ def predict(cfg: DictConfig, run_dir: Path, record: RunRecord, started: float) -
                        f"data.num_classes={cfg.data.num_classes}: give the number it was trained for")
     module = ImageClassifier(model, cfg.recipe, num_classes=cfg.data.num_classes)
     writer = TopKWriter(run_dir / cfg.predict.file, dataset, cfg.predict.top_k)
-    trainer: pl.Trainer = build(cfg.trainer, "trainer", default_root_dir=str(run_dir), logger=False,
+    trainer: pl.Trainer = build(trainer_node(cfg), "trainer", default_root_dir=str(run_dir), logger=False,
                                 callbacks=[writer], enable_checkpointing=False)
     loader = DataLoader(dataset, batch_size=cfg.data.eval_batch_size or cfg.recipe.batch_size,
                         num_workers=cfg.data.num_workers)

@@ -235,7 +235,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = (), started: 
 
                 predict(cfg, run_dir, record, started)
             else:
-                train(cfg, run_dir, record, resume, started)
+                train(cfg, run_dir, record, resume, started, owner)
             if owner:
                 write_record(run_dir, record)
         except RunDirTaken:
@@ -269,8 +269,10 @@ def _metric(metrics: dict, key: str) -> float | None:
     return None if value is None else float(value)
 
 
-def train(cfg: DictConfig, run_dir: Path, record: RunRecord, resume: str | None, started: float) -> None:
-    """Build everything from the config, fit (train mode) and test; fills ``record`` in."""
+def train(cfg: DictConfig, run_dir: Path, record: RunRecord, resume: str | None, started: float,
+          owner: bool = True) -> None:
+    """Build everything from the config, fit (train mode) and test; fills ``record`` in. ``owner``: this process
+    owns the run directory (rank 0 of a distributed run)."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -294,7 +296,7 @@ def train(cfg: DictConfig, run_dir: Path, record: RunRecord, resume: str | None,
     resolved = OmegaConf.to_container(cfg, resolve=True)
     logger = build(cfg.logger, "logger", _recursive_=False, _convert_="all", save_dir=str(run_dir),
                    name=cfg.logger.name or ",".join(record.overrides) or "default", run_config=resolved,
-                   owns_run_dir=launched_as_rank_zero())
+                   owns_run_dir=owner)
     if cfg.logger.kind != "wandb":
         logger.log_hyperparams(resolved)
     ckpt_dir = run_dir / "checkpoints"
