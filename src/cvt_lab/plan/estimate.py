@@ -24,7 +24,6 @@ PUBLISHED_SIZES: dict[str, tuple[int, int | None, int]] = {
     "pets": (3_680, None, 3_669),
     "flowers102": (1_020, 1_020, 6_149),
 }
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 PRECISIONS = {"32-true": "fp32", "32": "fp32", "bf16-mixed": "bf16", "bf16": "bf16", "16-mixed": "fp16"}
 
 
@@ -92,11 +91,13 @@ def data_size(cfg: DictConfig) -> DataSize:
 
 
 def count_images(folder: Path) -> int:
-    """Image files under ``folder`` (one level of class folders, as ImageFolder reads them)."""
+    """Image files under ``folder`` (one level of class folders, with the suffixes ImageFolder reads)."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
     total = 0
     for entry in os.scandir(folder):
         if entry.is_dir():
-            total += sum(1 for f in os.scandir(entry.path) if Path(f.name).suffix.lower() in IMAGE_SUFFIXES)
+            total += sum(1 for f in os.scandir(entry.path) if Path(f.name).suffix.lower() in IMG_EXTENSIONS)
     return total
 
 
