@@ -101,6 +101,7 @@ def test_released_checkpoint_needs_its_preset(tmp_path, capsys):
     (dict(depths=[1, 1, 2]), "depths=[1, 1, 2]"),
     (dict(depths=TINY_DEPTHS, pos_embed=True), "pos_embed=[True, True, True]"),
     (dict(depths=TINY_DEPTHS, proj="avg"), "proj=['avg', 'avg', 'avg']"),
+    (dict(depths=TINY_DEPTHS, embed_type=["vit", "conv", "conv"]), "embed_type=['vit', 'conv', 'conv']"),
 ])
 def test_transformers_refuses_what_it_cannot_compute(tmp_path, capsys, overrides, problem):
     make_run(tmp_path / "run", **overrides)

@@ -84,8 +84,11 @@ def test_projection_and_embedding_kinds(proj, embed):
         assert attn.conv_proj_q is attn.conv_proj_k is attn.conv_proj_v is None
     a = {k: v[1] for k, v in model.stage_args.items()}
     conv = model.stages[1].patch_embed.proj
-    expected = (a["embed_stride"], 0) if embed == "patch" else (a["embed_kernel"], a["embed_padding"])
+    expected = (a["embed_stride"], 0) if embed in ("patch", "vit") else (a["embed_kernel"], a["embed_padding"])
     assert (conv.kernel_size[0], conv.padding[0]) == expected  # patches: kernel = stride, no padding
+    # ViT/DeiT's patch embedding has no norm: its tokens keep the projection's scale
+    norm = model.stages[1].patch_embed.norm
+    assert isinstance(norm, nn.Identity) if embed == "vit" else isinstance(norm, nn.LayerNorm)
 
 
 def test_mixed_kinds_per_stage():

@@ -158,13 +158,14 @@ def transformers_config(model: nn.Module):
     a = model.constructor_args()
     problems = [f"{k}={a[k]}" for k, ok in (("proj", all(p == "dw_bn" for p in a["proj"])),
                                             ("pos_embed", not any(a["pos_embed"])),
+                                            ("embed_type", "vit" not in a["embed_type"]),
                                             ("attn_scale", a["attn_scale"] == "dim"),
                                             ("norm_eps", a["norm_eps"] == 1e-5),
                                             # it indexes stage i's drop-path rates by i (its own quirk)
                                             ("depths", all(d > i for i, d in enumerate(a["depths"])))) if not ok]
     if problems:
         raise ValueError(f"cvt_lab: transformers' CvT cannot compute this model ({', '.join(problems)}): it has "
-                         "only proj=dw_bn, no pos_embed, attn_scale=dim, eps 1e-5, and needs more than i blocks in "
+                         "only proj=dw_bn, no pos_embed, a normalized token embedding (conv or patch), attn_scale=dim, eps 1e-5, and needs more than i blocks in "
                          "stage i; "
                          "export to onnx or safetensors")
     patch = [k if t == "conv" else s for k, s, t in zip(a["embed_kernel"], a["embed_stride"], a["embed_type"])]

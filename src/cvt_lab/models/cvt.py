@@ -44,7 +44,11 @@ from cvt_lab.models.layers import (
     tokens_to_map,
 )
 
-EMBED_TYPES = ("conv", "patch")
+# Token embeddings: "conv" is CvT's (overlapping conv + LayerNorm), "patch" the same made non-overlapping
+# (kernel = stride, no padding; Table 6's patch rows), "vit" ViT/DeiT's patch embedding (non-overlapping and no
+# LayerNorm: a normalized token would dwarf a position embedding initialized at std 0.02, docs/ablations.md).
+EMBED_TYPES = ("conv", "patch", "vit")
+NON_OVERLAPPING = ("patch", "vit")
 PROJ_TYPES = ("dw_bn", "avg", "linear")
 ACTIVATIONS = {"gelu": nn.GELU, "quick_gelu": QuickGELU}
 ATTN_SCALES = ("dim", "head")
@@ -105,9 +109,10 @@ class Stage(nn.Module):
                  mlp_ratio: float, qkv_bias: bool, drop_path: float, proj: str, proj_kernel: int, kv_stride: int,
                  act: str, attn_scale: str, drop: float, attn_drop: float, eps: float):
         super().__init__()
-        if embed_type == "patch":  # non-overlapping patches: the kernel is the stride, no padding
+        if embed_type in NON_OVERLAPPING:  # the kernel is the stride, no padding
             embed_kernel, embed_padding = embed_stride, 0
-        self.patch_embed = ConvEmbed(in_chans, dim, embed_kernel, embed_stride, embed_padding, eps)
+        self.patch_embed = ConvEmbed(in_chans, dim, embed_kernel, embed_stride, embed_padding, eps,
+                                     norm=embed_type != "vit")
         self.grid = grid  # the token grid the position embedding was created for
         self.pos_embed = nn.Parameter(torch.zeros(1, grid[0] * grid[1], dim)) if pos_embed else None
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if cls_token else None
@@ -274,7 +279,7 @@ class CvT(nn.Module):
         a, grids = self.stage_args, []
         for i in range(len(a["dims"])):
             k, s, p = a["embed_kernel"][i], a["embed_stride"][i], a["embed_padding"][i]
-            if a["embed_type"][i] == "patch":
+            if a["embed_type"][i] in NON_OVERLAPPING:
                 k, p = s, 0
             h, w = conv_out_size(h, k, s, p), conv_out_size(w, k, s, p)
             if h < 1 or w < 1:

@@ -92,12 +92,14 @@ class Mlp(nn.Module):
 
 
 class ConvEmbed(nn.Module):
-    """Token embedding: Conv2d (overlapping, or kernel == stride for patches) -> tokens -> LayerNorm."""
+    """Token embedding: Conv2d (overlapping, or kernel == stride for patches) -> tokens -> LayerNorm, or no
+    norm (``norm=False``: ViT/DeiT's patch embedding, a plain linear projection of each patch)."""
 
-    def __init__(self, in_chans: int, dim: int, kernel: int, stride: int, padding: int, eps: float = 1e-5):
+    def __init__(self, in_chans: int, dim: int, kernel: int, stride: int, padding: int, eps: float = 1e-5,
+                 norm: bool = True):
         super().__init__()
         self.proj = nn.Conv2d(in_chans, dim, kernel_size=kernel, stride=stride, padding=padding)
-        self.norm = nn.LayerNorm(dim, eps=eps)
+        self.norm = nn.LayerNorm(dim, eps=eps) if norm else nn.Identity()
         self.zero_copy_layout = FAST_PATHS["zero_copy_layout"]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
