@@ -106,7 +106,7 @@ def test_mini_sweep_report(mini, tmp_path):
 def test_rerun_skips_finished_jobs(mini):
     out, sweep, _ = mini
     before = results(sweep)
-    again = cli(*SWEEP, f"paths.output_dir={out}", "-m", cwd=out, code=1)  # Hydra's basic launcher
+    again = cli(*SWEEP, f"paths.output_dir={out}", "launcher=serial", "-m", cwd=out, code=1)  # Hydra's basic launcher
     after = results(sweep)
     assert "already finished" in again.stdout + again.stderr
     assert FAILED_LINE in again.stderr
