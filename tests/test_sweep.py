@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from conftest import compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["data=synthetic", "data.num_samples=64", "recipe.epochs=1", "recipe.batch_size=16",
@@ -115,6 +116,22 @@ def test_rerun_skips_finished_jobs(mini):
 
 
 # ------------------------------------------------------------------------------------------- the launcher
+
+
+@pytest.mark.parametrize("overrides, launcher", [
+    ([], "cpu_parallel"),  # scale=cpu: both cores of a 2-core machine
+    (["experiment=ablation_pos_embed"], "cpu_parallel"),
+    (["launcher=serial"], "serial"),
+    (["scale=paper"], "serial"),
+    (["experiment=ablation_pos_embed", "scale=paper"], "serial"),
+    (["hparams_search=cvt_tiny_optuna"], "serial"),
+    (["scale=paper", "launcher=gpus"], "gpus"),
+])
+def test_default_launcher_follows_the_scale(overrides, launcher):
+    _, composed = compose_config(*overrides, hydra=True)
+    assert composed.hydra.runtime.choices.launcher == launcher
+    assert composed.hydra.launcher._target_.endswith("BasicLauncher" if launcher == "serial" else "PoolLauncher")
+
 
 APP = '''
 import json, os, sys, time

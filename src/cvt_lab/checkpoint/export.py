@@ -165,9 +165,8 @@ def transformers_config(model: nn.Module):
                                             ("depths", all(d > i for i, d in enumerate(a["depths"])))) if not ok]
     if problems:
         raise ValueError(f"cvt_lab: transformers' CvT cannot compute this model ({', '.join(problems)}): it has "
-                         "only proj=dw_bn, no pos_embed, a normalized token embedding (conv or patch), attn_scale=dim, eps 1e-5, and needs more than i blocks in "
-                         "stage i; "
-                         "export to onnx or safetensors")
+                         "only proj=dw_bn, no pos_embed, a normalized token embedding (conv or patch), attn_scale=dim, "
+                         "eps 1e-5, and needs more than i blocks in stage i; export to onnx or safetensors")
     patch = [k if t == "conv" else s for k, s, t in zip(a["embed_kernel"], a["embed_stride"], a["embed_type"])]
     padding = [p if t == "conv" else 0 for p, t in zip(a["embed_padding"], a["embed_type"])]
     return transformers.CvtConfig(
