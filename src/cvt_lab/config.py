@@ -189,6 +189,13 @@ def trainer_args_at_lightning_defaults() -> dict[str, Any]:
             if name != "self" and name not in own and p.kind in kinds}
 
 
+def trainer_args_set(trainer: dict[str, Any]) -> dict[str, Any]:
+    """``trainer`` (Trainer arguments as a plain dict) less those left at Lightning's defaults: what the job passes
+    to the Trainer (unset ones stay open to ``PL_TRAINER_*``) and what joins a run's identity."""
+    at_default = trainer_args_at_lightning_defaults()
+    return {k: v for k, v in trainer.items() if not (k in at_default and v == at_default[k])}
+
+
 @functools.cache
 def trainer_config() -> type:
     """``TrainerConfig``, the schema of ``lightning.pytorch.Trainer``'s arguments: cvt_lab's defaults, then every

@@ -285,15 +285,15 @@ def identity_of(cfg: Any) -> tuple[str, dict[str, Any]]:
     launcher, the paths, threads and Hydra's settings are not part of it."""
     from omegaconf import OmegaConf
 
-    from cvt_lab.config import trainer_args_at_lightning_defaults
+    from cvt_lab.config import trainer_args_set
 
     config: dict[str, Any] = {}
     for group in IDENTITY_GROUPS:
-        config.update(_flatten(OmegaConf.to_container(cfg[group], resolve=True), group))
-    # Trainer arguments cvt_lab leaves at Lightning's defaults count only once set (identities stay as they were)
-    at_default = {f"trainer.{k}": v for k, v in trainer_args_at_lightning_defaults().items()}
-    config = {k: v for k, v in config.items() if k not in NOT_IDENTITY and not k.endswith("._target_")
-              and not (k in at_default and v == at_default[k])}
+        node = OmegaConf.to_container(cfg[group], resolve=True)
+        if group == "trainer":  # arguments at Lightning's defaults count only once set (identities stay as they were)
+            node = trainer_args_set(node)
+        config.update(_flatten(node, group))
+    config = {k: v for k, v in config.items() if k not in NOT_IDENTITY and not k.endswith("._target_")}
     callbacks = cfg.get("callbacks") or {}
     for name in sorted(set(callbacks) - CALLBACKS_NOT_IDENTITY):
         if callbacks[name] is not None:

@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cvt_lab.callbacks import RequeueBetweenSteps, StartupTimer
 from cvt_lab.complexity import count
-from cvt_lab.config import trainer_args_at_lightning_defaults
+from cvt_lab.config import trainer_args_set
 from cvt_lab.module import ImageClassifier, NonFiniteLossError
 from cvt_lab.results import (RESULTS_FILE, RunDirError, RunRecord, differences, identity_of, iso_time, read_record,
                              run_lock, versions, write_record)
@@ -104,9 +104,7 @@ def build_callbacks(cfg: DictConfig, ckpt_dir: Path) -> list[Callback]:
 def trainer_node(cfg: DictConfig) -> DictConfig:
     """``cfg.trainer`` without the arguments left at Lightning's defaults: those stay unset, so Lightning's
     ``PL_TRAINER_*`` environment variables can still supply them."""
-    at_default = trainer_args_at_lightning_defaults()
-    return OmegaConf.create({k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items()
-                             if not (k in at_default and v == at_default[k])})
+    return OmegaConf.create(trainer_args_set(OmegaConf.to_container(cfg.trainer, resolve=True)))
 
 
 def check_inputs(cfg: DictConfig) -> None:
