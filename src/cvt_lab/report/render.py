@@ -13,10 +13,10 @@ from cvt_lab.report.paper import scale_spec
 from cvt_lab.report.rows import Duplicate, TableRow, claim_verdict
 
 IDENTITY_CHARS = 10  # enough to tell runs apart in a table
-# What every row of a setting trained on and for how long, printed above its table (data.* keys: all but these).
+# What every row of a setting trained on and for how long, printed above its table: these keys and the data.*
+# keys of its run identity (which holds none of results.NOT_IDENTITY, e.g. data.root), but these.
 SETUP_KEYS = ("recipe.epochs", "recipe.batch_size", "recipe.optimizer.lr", "recipe.image_size")
-NOT_SETUP_DATA_KEYS = ("data.root", "data.download", "data.num_workers", "data.eval_batch_size", "data.backend",
-                       "data.in_chans", "data.finetune_steps", "data.num_samples", "data.val_fraction")
+NOT_SETUP_DATA_KEYS = ("data.in_chans", "data.finetune_steps", "data.num_samples", "data.val_fraction")
 
 
 @dataclass
