@@ -100,8 +100,6 @@ def predict(cfg: DictConfig, run_dir: Path, record: RunRecord, started: float) -
     if not len(dataset):
         raise JobError(f"no image files under data.root={root} ({', '.join(IMG_EXTENSIONS)}): give the directory "
                        "that holds the images to predict")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     model = build(cfg.model, "model")
     loaded = load_checkpoint(model, checkpoint_file(cfg.checkpoint))
     if loaded.head_replaced:

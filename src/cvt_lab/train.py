@@ -228,6 +228,8 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = (), started: 
                 on_start()
             if owner:
                 write_record(run_dir, record)
+            if cfg.threads:  # the job's torch threads, whatever its mode
+                torch.set_num_threads(cfg.threads)
             if cfg.mode == "predict":
                 from cvt_lab.predict import predict
 
@@ -271,8 +273,6 @@ def train(cfg: DictConfig, run_dir: Path, record: RunRecord, resume: str | None,
           owner: bool = True) -> None:
     """Build everything from the config, fit (train mode) and test; fills ``record`` in. ``owner``: this process
     owns the run directory (rank 0 of a distributed run)."""
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     image_size = cfg.recipe.image_size or cfg.model.img_size
     model = build(cfg.model, "model")
