@@ -29,8 +29,8 @@ from cvt_lab.callbacks import RequeueBetweenSteps, StartupTimer
 from cvt_lab.complexity import count
 from cvt_lab.config import trainer_args_set
 from cvt_lab.module import ImageClassifier, NonFiniteLossError
-from cvt_lab.results import (RESULTS_FILE, RunDirError, RunRecord, differences, identity_of, iso_time, read_record,
-                             run_lock, versions, write_record)
+from cvt_lab.results import (RESULTS_FILE, RunDirError, RunRecord, differences, file_sha256, identity_of, iso_time,
+                             read_record, run_lock, versions, write_outcomes, write_record)
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +177,17 @@ def launched_as_rank_zero() -> bool:
     return int(env.get("SLURM_PROCID", 0)) == 0
 
 
+def prereg_of(cfg: DictConfig) -> dict[str, str] | None:
+    """The pre-registration the run confirms, ``{"path", "sha256"}`` (None without ``prereg=``)."""
+    if not cfg.get("prereg"):
+        return None
+    path = Path(cfg.prereg)
+    if not path.is_file():
+        raise JobError(f"prereg={cfg.prereg}: no such file; name a pre-registration of experiments/prereg/ "
+                       "(make tableN sets it), or drop prereg= for an exploratory run")
+    return {"path": str(cfg.prereg), "sha256": file_sha256(path)}
+
+
 def claim(previous: RunRecord | None, record: RunRecord, cfg: DictConfig, run_dir: Path) -> RunRecord | None:
     """Decide what to do with the run directory's earlier record: the finished record when this exact run is
     done (skip it), None to go on; :class:`RunDirTaken` when it holds another config's results or checkpoints."""
@@ -220,6 +231,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = (), started: 
         try:
             check_inputs(cfg)
             record.identity, record.identity_config = identity_of(cfg)
+            record.prereg = prereg_of(cfg)
             done = claim(previous, record, cfg, run_dir)
             if done is not None:
                 return done
@@ -338,5 +350,7 @@ def train(cfg: DictConfig, run_dir: Path, record: RunRecord, resume: str | None,
     record.wall_s = round(time.time() - started, 2)
     record.startup_s = None if timer.startup_s is None else round(timer.startup_s, 2)
     record.threads = torch.get_num_threads()
+    if owner and trainer.world_size == 1:  # one process saw every image (a distributed run's are sharded)
+        write_outcomes(run_dir, module.outcomes)
     if torch.cuda.is_initialized():  # what jobs_per_gpu=auto packs by (the pool launcher)
         record.peak_gpu_mem_bytes = torch.cuda.max_memory_reserved()
