@@ -125,11 +125,11 @@ def analyse(sweep_dir: Path, table: str | None = None, paper_tables: Path | None
                                     f"{len(family_tests(everything))}" + (f" and {others_text}" if others_text else ""))
         else:
             section.claim.family = f"Holm within this table: {n} test{'s' if n != 1 else ''}"
-        section.claim.ordering = _ordering(spec, section.claim.contrasts)
+        section.claim.ordering = _ordering(spec, section.claim.contrasts, section.rows)
     return a
 
 
-def _ordering(spec: dict, contrasts: list[Judgement]) -> str | None:
+def _ordering(spec: dict, contrasts: list[Judgement], rows: list[TableRow]) -> str | None:
     ordering = spec.get("ordering")
     if not ordering:
         return None
@@ -138,7 +138,19 @@ def _ordering(spec: dict, contrasts: list[Judgement]) -> str | None:
     if not tested:
         return f"{text}: not tested (no registered contrast `{ordering.get('contrast')}`)"
     c = tested[0]
-    return f"{text}: tested by the registered contrast `{c.name}`, {c.verdict}"
+    return f"{text}: tested by the registered contrast `{c.name}`, {c.verdict}" + _steps(rows, ordering.get("rows"))
+
+
+def _steps(rows: list[TableRow], order: list[str] | None) -> str:
+    """Each step of the claimed order, described (not tested): a trend contrast can agree while a step does not."""
+    by_option = {r.option: r for r in rows}
+    means = [(o, by_option[o].mean_std[0]) for o in order or [] if o in by_option]
+    if len(means) < 2 or any(m is None for _, m in means):
+        return ""
+    steps = [f"{by_option[a].paper['row']} {ma:.2f} < {by_option[b].paper['row']} {mb:.2f}: "
+             + ("yes" if mb > ma else "no") for (a, ma), (b, mb) in zip(means, means[1:])]
+    return (". Each step, described, not tested (a trend contrast can agree while a step goes the other way): "
+            + "; ".join(steps))
 
 
 def _family_others(a: Analysis, root: Path) -> tuple[list[float | None], str]:
