@@ -46,32 +46,14 @@ def read_results(run_dir: Path) -> dict:
     return json.loads((Path(run_dir) / "results.json").read_text())
 
 
-# A few batches of the default digits run: seconds, not minutes.
-QUICK = ("recipe.epochs=1", "trainer.limit_train_batches=3", "trainer.enable_progress_bar=false")
-# One epoch of two batches of synthetic data, for tests that train in-process.
-TINY = ("data=synthetic", "data.num_samples=64", "recipe.batch_size=16", "recipe.epochs=1",
-        "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
-        "trainer.enable_progress_bar=false")
+# Quick runs are config (conf/debug/): a few batches of the default digits run, or one epoch of two batches of
+# synthetic data for tests that train in-process.
+QUICK = ("debug=quick",)
+TINY = ("debug=tiny",)
 
 
 def compose_config(*overrides: str, hydra: bool = False):
-    """The app's config for ``overrides``, as the task gets it. ``hydra=True`` also sets Hydra's runtime config
-    (experiments read ``${hydra:runtime.choices...}``) and returns ``(cfg, composed)``, ``composed`` with
-    its ``hydra`` node."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
+    """The app's config for ``overrides``, as the task gets it (:func:`cvt_lab.compose.compose`)."""
+    from cvt_lab.compose import compose
 
-    from cvt_lab.config import register_configs
-    from cvt_lab.paths import config_dir
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=list(overrides), return_hydra_config=hydra)
-    if not hydra:
-        return cfg
-    HydraConfig.instance().set_config(cfg)
-    task_cfg = cfg.copy()
-    with open_dict(task_cfg):
-        del task_cfg["hydra"]
-    return task_cfg, cfg
+    return compose(*overrides, hydra=hydra)

@@ -16,7 +16,7 @@ from test_checkpoint import (  # skips this module too where transformers is mis
 
 from cvt_lab import create_model
 from cvt_lab.checkpoint import hub, load_state, main
-from cvt_lab.train import JobError, as_job_error
+from cvt_lab.errors import JobError, as_job_error
 
 transformers = pytest.importorskip("transformers")
 

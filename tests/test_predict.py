@@ -13,7 +13,7 @@ from hydra.errors import ConfigCompositionException
 from PIL import Image
 
 from cvt_lab.module import ImageClassifier
-from cvt_lab.train import run
+from cvt_lab.job import run
 
 pytestmark = pytest.mark.slow
 
@@ -69,7 +69,7 @@ def test_every_trainer_argument_is_accepted_and_a_misspelled_one_refused():
 
 
 def test_trainer_arguments_at_lightning_defaults_leave_the_identity_alone():
-    from cvt_lab.results import identity_of
+    from cvt_lab.identity import identity_of
 
     default, _ = identity_of(compose_config())
     assert identity_of(compose_config("trainer.inference_mode=true"))[0] == default  # Lightning's default
@@ -80,7 +80,7 @@ def test_trainer_arguments_at_lightning_defaults_leave_the_identity_alone():
 def test_trainer_arguments_at_lightning_defaults_leave_lightnings_environment_defaults_working(monkeypatch):
     from hydra.utils import instantiate
 
-    from cvt_lab.train import trainer_node
+    from cvt_lab.building import trainer_node
 
     node = trainer_node(compose_config("trainer.val_check_interval=0.5"))
     assert node.val_check_interval == 0.5 and "profiler" not in node and node.max_epochs is not None

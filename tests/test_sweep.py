@@ -20,9 +20,7 @@ import pytest
 from conftest import compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = ["data=synthetic", "data.num_samples=64", "recipe.epochs=1", "recipe.batch_size=16",
-        "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
-        "trainer.enable_progress_bar=false", "logger=csv"]
+FAST = ["debug=tiny", "logger=csv"]
 
 
 def env() -> dict[str, str]:

@@ -167,7 +167,8 @@ def test_bad_input_is_one_message_and_recorded(tmp_path, monkeypatch, args, mess
     objects being built unwrapped from Hydra's InstantiationException; the run's record says why it failed."""
     import urllib.request
 
-    from cvt_lab.train import JobError, run
+    from cvt_lab.errors import JobError
+    from cvt_lab.job import run
 
     monkeypatch.setattr(urllib.request, "urlopen", offline)  # tests never touch the network
     bad = tmp_path / "broken.ckpt"
@@ -209,7 +210,8 @@ def test_parallel_runs_get_directories_of_their_own(tmp_path):
 def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     from cvt_lab.models.cvt import CvT
     from cvt_lab.module import ImageClassifier
-    from cvt_lab.train import JobError, run
+    from cvt_lab.errors import JobError
+    from cvt_lab.job import run
 
     forward = CvT.forward
 

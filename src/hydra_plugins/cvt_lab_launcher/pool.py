@@ -22,6 +22,9 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+# The slot arithmetic and the job directory are cvt_lab's (cvt_lab.sweep), which the plan shares.
+from cvt_lab.sweep import available_cores, job_dir, jobs_per_slot, make_slots, parse_jobs_per_gpu
+
 log = logging.getLogger(__name__)
 TARGET = "hydra_plugins.cvt_lab_launcher.pool.PoolLauncher"
 
@@ -56,35 +59,6 @@ class JobCrashed(CompactHydraException):
     """A job's process died before it could report."""
 
 
-def job_dir(sweep_config: DictConfig) -> Path:
-    """A job's directory, resolved here, where the config's resolvers are registered (the worker may not
-    have them before it unpickles the task)."""
-    return Path(str(sweep_config.hydra.sweep.dir)) / str(sweep_config.hydra.sweep.subdir)
-
-
-def make_slots(pin_gpus: bool, num_gpus: int | None, devices: Sequence[int] | None, gpus_per_job: int,
-               slots: int) -> list[str | None]:
-    """The job slots: a CUDA_VISIBLE_DEVICES value per slot (GPU mode; device ids as this process sees them),
-    or ``None`` per CPU slot."""
-    if not pin_gpus:
-        if slots < 1:
-            raise ValueError(f"hydra.launcher.slots={slots}: need at least 1")
-        return [None] * slots
-    if devices is None:
-        if num_gpus is None:
-            import torch
-
-            num_gpus = torch.cuda.device_count()
-        devices = list(range(num_gpus))
-    devices = [int(d) for d in devices]
-    if gpus_per_job < 1 or len(devices) < gpus_per_job:
-        raise ValueError(f"launcher=gpus: {len(devices)} GPU(s) found, {gpus_per_job} needed per job; on a machine "
-                         "without GPUs use launcher=cpu_parallel, or say how many there are with "
-                         "hydra.launcher.num_gpus=N")
-    return [",".join(map(str, devices[i:i + gpus_per_job]))
-            for i in range(0, len(devices) - gpus_per_job + 1, gpus_per_job)]
-
-
 def visible_devices(slot: str, parent_visible: str | None) -> str:
     """A slot's CUDA_VISIBLE_DEVICES for its job: the slot's ids index this process's own visible devices,
     so ``CUDA_VISIBLE_DEVICES=4,6`` here makes slot ``1`` device ``6``."""
@@ -92,33 +66,6 @@ def visible_devices(slot: str, parent_visible: str | None) -> str:
         return slot
     visible = [d.strip() for d in parent_visible.split(",") if d.strip()]
     return ",".join(visible[int(i)] if int(i) < len(visible) else i for i in slot.split(","))
-
-
-def available_cores() -> int:
-    """The cores this process may run on (its affinity mask: a SLURM allocation or ``taskset``, not the machine's)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def parse_jobs_per_gpu(value: Any) -> int | None:
-    """``hydra.launcher.jobs_per_gpu``: a positive int, or None for ``auto``."""
-    if str(value).strip().lower() == "auto":
-        return None
-    try:
-        n = int(value)
-    except (TypeError, ValueError):
-        n = 0
-    if n < 1 or str(n) != str(value).strip():
-        raise ValueError(f"hydra.launcher.jobs_per_gpu={value}: give a number of jobs per GPU (1, 2, ...) or auto "
-                         "(as many as fit the first job's measured GPU memory)")
-    return n
-
-
-def jobs_per_slot(jobs_per_gpu: int, slots: int, cores: int) -> int:
-    """Jobs at once per GPU slot: never more jobs in all than cores (yet one per GPU, whatever the cores)."""
-    return min(jobs_per_gpu, max(1, cores // slots))
 
 
 def jobs_that_fit(peak_bytes: int, gpu_bytes: int, margin: float) -> int:
@@ -129,9 +76,9 @@ def jobs_that_fit(peak_bytes: int, gpu_bytes: int, margin: float) -> int:
 
 def recorded_peak(run_dir: Path) -> int | None:
     """A finished job's peak GPU memory, as it recorded it in its results.json (None: not recorded)."""
-    from cvt_lab.results import read_record
+    from cvt_lab.rundir import RunDir
 
-    record = read_record(run_dir)
+    record = RunDir(run_dir).read_record()
     return None if record is None else record.peak_gpu_mem_bytes or None
 
 
@@ -288,9 +235,9 @@ class PoolLauncher(Launcher):
         ret.status = JobStatus.FAILED
         ret.return_value = JobCrashed(error)
         try:
-            from cvt_lab.results import mark_failed
+            from cvt_lab.rundir import RunDir
 
-            mark_failed(job_dir(sweep_config), error, ret.overrides)
+            RunDir(job_dir(sweep_config)).mark_failed(error, ret.overrides)
         except Exception as e:  # noqa: BLE001 - the sweep must go on
             log.warning("could not record the failure of %s: %s", ret.overrides, e)
         log.error("job %s: %s", " ".join(ret.overrides), error)
