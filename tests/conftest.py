@@ -57,3 +57,47 @@ def compose_config(*overrides: str, hydra: bool = False):
     from cvt_lab.compose import compose
 
     return compose(*overrides, hydra=hydra)
+
+
+def shared_dir(tmp_path_factory, worker_id: str, name: str, make) -> Path:
+    """A directory made once per test session by ``make(path)`` and shared by every xdist worker (the first makes
+    it under a lock, the others wait for it and reuse it). Tests must not modify it: copy it first."""
+    from contextlib import nullcontext
+
+    from filelock import FileLock
+
+    if worker_id == "master":
+        root, lock = tmp_path_factory.getbasetemp(), nullcontext()
+    else:  # the session's directory, above each worker's own
+        root = tmp_path_factory.getbasetemp().parent
+        lock = FileLock(root / f"{name}.lock")
+    path = root / name
+    with lock:
+        if not (path / ".made").is_file():
+            make(path)
+            (path / ".made").touch()
+    return path
+
+
+def _tiny_run(path: Path) -> None:
+    from cvt_lab.job import run
+
+    assert run(compose_config(*TINY), path, overrides=list(TINY)).status == "finished"
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, worker_id) -> Path:
+    """A finished ``debug=tiny`` run (in-process; cvt_tiny at 32 px, 10 synthetic classes): its directory."""
+    return shared_dir(tmp_path_factory, worker_id, "tiny_run", _tiny_run)
+
+
+@pytest.fixture(scope="session")
+def digits_cli_run(tmp_path_factory, worker_id) -> tuple[Path, str]:
+    """The default run (``debug=quick``) through the real CLI in a subprocess: its directory and stdout."""
+    def make(path: Path) -> None:
+        proc = run_cli(*QUICK, run_dir=path)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "stdout.txt").write_text(proc.stdout)
+
+    path = shared_dir(tmp_path_factory, worker_id, "digits_cli_run", make)
+    return path, (path / "stdout.txt").read_text()

@@ -18,12 +18,10 @@ from cvt_lab.job import run
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A tiny run on synthetic data (16 px, 10 classes): its directory."""
-    run_dir = tmp_path_factory.mktemp("run")
-    assert run(compose_config(*TINY, "model.img_size=16"), run_dir).status == "finished"
-    return run_dir
+@pytest.fixture
+def trained(tiny_run):
+    """A tiny run on synthetic data (32 px, 10 classes; the session's, conftest.tiny_run): its directory."""
+    return tiny_run
 
 
 def test_load_from_checkpoint_rebuilds_the_model(trained):
@@ -31,9 +29,9 @@ def test_load_from_checkpoint_rebuilds_the_model(trained):
     from cvt_lab.models import create_model
 
     module = ImageClassifier.load_from_checkpoint(trained / "checkpoints" / "last.ckpt")
-    reference = create_model("cvt_tiny", num_classes=10, img_size=16).eval()
+    reference = create_model("cvt_tiny", num_classes=10).eval()
     load_checkpoint(reference, trained / "checkpoints" / "last.ckpt")
-    x = torch.randn(2, 3, 16, 16)
+    x = torch.randn(2, 3, 32, 32)
     assert torch.equal(module.eval()(x), reference(x))
     assert module.hparams.num_classes == 10 and module.recipe.name == "cpu"
 
@@ -47,7 +45,7 @@ def test_predict_writes_top_k_per_image(trained, tmp_path):
     (images / "notes.txt").write_text("not an image")
     out = tmp_path / "predict"
     cfg = compose_config("mode=predict", f"data.root={images}", f"checkpoint={trained}", "data=imagefolder",
-                         "data.num_classes=10", "data.num_workers=0", "model.img_size=16", "predict.top_k=3",
+                         "data.num_classes=10", "data.num_workers=0", "predict.top_k=3",
                          "trainer.enable_progress_bar=false")
     assert run(cfg, out).status == "finished"
     rows = list(csv.DictReader((out / "predictions.csv").open()))

@@ -158,13 +158,11 @@ def test_differences_name_the_changed_keys_only():
 # --------------------------------------------------------------------------------- a run and its directory
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """A finished tiny run (in-process): its directory and its record."""
-    run_dir = tmp_path_factory.mktemp("finished")
-    record = run(compose_config(*TINY), run_dir, overrides=list(TINY))
-    assert record.status == "finished" and record.identity
-    return run_dir
+@pytest.fixture
+def finished(tiny_run):
+    """A finished tiny run (the session's, conftest.tiny_run): its directory, not to be modified."""
+    assert read_record(tiny_run).status == "finished" and read_record(tiny_run).identity
+    return tiny_run
 
 
 @pytest.fixture

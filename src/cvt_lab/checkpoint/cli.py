@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cvt_lab.checkpoint.exports import EXPORT_FORMATS, convert, export
+from cvt_lab.checkpoint.exports import EXPORT_FORMATS, DestinationExists, convert, export
 from cvt_lab.errors import EXIT_BAD_INPUT
 
 MISSING_PACKAGES = {"onnx": "onnx", "onnxruntime": "onnx", "onnxscript": "onnx", "transformers": "test"}
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: export --to {args.to} needs {e.name}: pip install 'cvt_lab[{extra}]'", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
+    except (ValueError, FileNotFoundError, DestinationExists) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as e:  # the destination cannot be written (read-only, not a directory, no space)

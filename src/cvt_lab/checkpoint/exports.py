@@ -56,10 +56,14 @@ def ordinary_permissions(path: Path) -> Path:
     return path
 
 
+class DestinationExists(FileExistsError):
+    """The export's destination exists, and replacing it was not asked for."""
+
+
 def refuse_overwrite(path: Path, overwrite: bool) -> None:
     """An export never replaces an existing file or directory unless asked to (``--overwrite``)."""
     if not overwrite and (path.exists() or path.is_symlink()):
-        raise FileExistsError(f"cvt_lab: {path} exists; export to another path (--out), or replace it with --overwrite")
+        raise DestinationExists(f"cvt_lab: {path} exists; export to another path (--out), or replace it with --overwrite")
 
 
 def export_released(model: nn.Module, path: str | Path) -> Path:
