@@ -79,3 +79,13 @@ def test_bad_spec(spec):
 def test_spec_identity_needs_no_network():
     assert hub.spec_id("hf-hub:microsoft/cvt-13") == hub.spec_id("hf-hub:microsoft/cvt-13@main")
     assert hub.spec_id("hf-hub:microsoft/cvt-13") != hub.spec_id("hf-hub:microsoft/cvt-21")
+
+
+def test_timm_pretrained_offline_is_one_message(hub_cache):
+    """timm's pretrained=True for a repository the offline cache does not hold: one message, as hf-hub: gives."""
+    with pytest.raises(FileNotFoundError) as info:
+        timm.create_model("cvt_tiny", pretrained=True, pretrained_cfg_overlay=dict(hf_hub_id="cvt-lab-tests/absent"))
+    message = str(info.value)
+    assert message.startswith("cvt_lab: timm.create_model('cvt_tiny', pretrained=True)")
+    assert "hf-hub:cvt-lab-tests/absent" in message and "HF_HUB_OFFLINE is set" in message and "\n" not in message
+    assert info.value.__cause__ is None and info.value.__suppress_context__

@@ -91,3 +91,24 @@ def test_trainer_arguments_reach_the_trainer(tmp_path):
     assert run(cfg, tmp_path).status == "finished"
     metrics = list(csv.DictReader((tmp_path / "csv" / "version_0" / "metrics.csv").open()))
     assert sum(bool(m.get("val/acc1")) for m in metrics) == 2  # twice in an epoch of two batches
+
+
+def test_predict_skips_an_unreadable_image_with_one_line_and_predicts_the_rest(trained, tmp_path, caplog):
+    import logging
+
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "c.png"):
+        Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(images / name)
+    (images / "b.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")  # cut short
+    out = tmp_path / "predict"
+    cfg = compose_config("mode=predict", f"data.root={images}", f"checkpoint={trained}", "data=imagefolder",
+                         "data.num_classes=10", "data.num_workers=0", "recipe.batch_size=2",
+                         "trainer.enable_progress_bar=false")
+    with caplog.at_level(logging.WARNING, logger="cvt_lab.predict"):
+        assert run(cfg, out).status == "finished"
+    rows = list(csv.DictReader((out / "predictions.csv").open()))
+    assert [r["path"] for r in rows] == ["a.png", "c.png"]
+    warned = [r.getMessage() for r in caplog.records if "b.jpg" in r.getMessage()]
+    assert len(warned) == 1 and "unreadable image" in warned[0] and "\n" not in warned[0]

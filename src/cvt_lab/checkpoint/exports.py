@@ -63,7 +63,8 @@ class DestinationExists(FileExistsError):
 def refuse_overwrite(path: Path, overwrite: bool) -> None:
     """An export never replaces an existing file or directory unless asked to (``--overwrite``)."""
     if not overwrite and (path.exists() or path.is_symlink()):
-        raise DestinationExists(f"cvt_lab: {path} exists; export to another path (--out), or replace it with --overwrite")
+        raise DestinationExists(f"cvt_lab: {path} exists; export to another path (--out), or replace it with "
+                                "--overwrite")
 
 
 def export_released(model: nn.Module, path: str | Path) -> Path:
@@ -175,6 +176,17 @@ def export_onnx(model: nn.Module, out: Path, image_size: int | None = None, chec
     return out, (torch.from_numpy(logits) - reference).abs().max().item()
 
 
+# How transformers' CvtConfig expresses each per-stage argument (cvt_lab.models.spec.STAGE_ARGS; the suite checks
+# every one is here): its argument's name, or None where it has none and the value is derived (the patch embedding's
+# kernel and padding, from embed_type) or checked (only the values its CvT computes).
+TRANSFORMERS_STAGE_ARGS: dict[str, str | None] = {
+    "dims": "embed_dim", "heads": "num_heads", "embed_stride": "patch_stride", "mlp_ratio": "mlp_ratio",
+    "qkv_bias": "qkv_bias", "cls_token": "cls_token", "proj_kernel": "kernel_qkv", "kv_stride": "stride_kv",
+    "q_stride": "stride_q", "drop_path": "drop_path_rate", "embed_type": None, "embed_kernel": None,
+    "embed_padding": None, "proj": None, "pos_embed": None,
+}
+
+
 def transformers_config(model: nn.Module):
     """transformers' ``CvtConfig`` for ``model``; refuses what its CvT cannot compute (it has only the dw_bn
     projection, no position embedding, the width-wide attention scale and LayerNorm eps 1e-5)."""
@@ -194,12 +206,11 @@ def transformers_config(model: nn.Module):
                          "eps 1e-5, and needs more than i blocks in stage i; export to onnx or safetensors")
     patch = [k if t == "conv" else s for k, s, t in zip(a["embed_kernel"], a["embed_stride"], a["embed_type"])]
     padding = [p if t == "conv" else 0 for p, t in zip(a["embed_padding"], a["embed_type"])]
+    kwargs = {theirs: a[ours] for ours, theirs in TRANSFORMERS_STAGE_ARGS.items() if isinstance(theirs, str)}
     return transformers.CvtConfig(
-        num_channels=a["in_chans"], num_labels=a["num_classes"], patch_sizes=patch, patch_stride=a["embed_stride"],
-        patch_padding=padding, embed_dim=a["dims"], num_heads=a["heads"], depth=a["depths"], mlp_ratio=a["mlp_ratio"],
-        qkv_bias=a["qkv_bias"], cls_token=a["cls_token"], kernel_qkv=a["proj_kernel"],
-        padding_kv=[k // 2 for k in a["proj_kernel"]], padding_q=[k // 2 for k in a["proj_kernel"]],
-        stride_kv=a["kv_stride"], stride_q=a["q_stride"], drop_path_rate=a["drop_path"], layer_norm_eps=1e-5,
+        num_channels=a["in_chans"], num_labels=a["num_classes"], depth=a["depths"], patch_sizes=patch,
+        patch_padding=padding, padding_kv=[k // 2 for k in a["proj_kernel"]],
+        padding_q=[k // 2 for k in a["proj_kernel"]], layer_norm_eps=1e-5, **kwargs,
     )
 
 
