@@ -22,8 +22,21 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-# The slot arithmetic and the job directory are cvt_lab's (cvt_lab.sweep), which the plan shares.
-from cvt_lab.sweep import available_cores, job_dir, jobs_per_slot, make_slots, parse_jobs_per_gpu
+
+def __getattr__(name: str):
+    """The slot arithmetic and the job directory (names scripts imported from here) are cvt_lab.sweep's."""
+    if name in ("available_cores", "job_dir", "jobs_per_slot", "make_slots", "parse_jobs_per_gpu"):
+        return getattr(_sweep(), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _sweep():
+    # cvt_lab.sweep, which the plan shares, imported on use: Hydra loads this plugin in every app it starts, and
+    # importing cvt_lab brings torch and timm (seconds a process, for a process that may need neither).
+    import cvt_lab.sweep
+
+    return cvt_lab.sweep
+
 
 log = logging.getLogger(__name__)
 TARGET = "hydra_plugins.cvt_lab_launcher.pool.PoolLauncher"
@@ -89,12 +102,12 @@ class PoolLauncher(Launcher):
                  threads_per_job: int | None = None, poll_s: float = 0.2, **_: Any) -> None:
         self.pin_gpus, self.num_gpus, self.gpus_per_job = pin_gpus, num_gpus, gpus_per_job
         self.devices = None if devices is None else list(devices)
-        self.jobs_per_gpu = parse_jobs_per_gpu(jobs_per_gpu) if pin_gpus else 1  # None: auto
+        self.jobs_per_gpu = _sweep().parse_jobs_per_gpu(jobs_per_gpu) if pin_gpus else 1  # None: auto
         if not 0.0 <= memory_margin < 1.0:
             raise ValueError(f"hydra.launcher.memory_margin={memory_margin}: give the fraction of GPU memory to leave "
                              "free, from 0 to below 1 (e.g. 0.15)")
         self.memory_margin, self.gpu_memory_bytes = memory_margin, gpu_memory_bytes
-        self.cores = cpu_cores or available_cores()
+        self.cores = cpu_cores or _sweep().available_cores()
         self.slots, self.threads_per_job, self.poll_s = slots, threads_per_job, poll_s
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
@@ -124,14 +137,14 @@ class PoolLauncher(Launcher):
 
     def _pack(self, groups: list[str | None], probe: DictConfig) -> int:
         """jobs_per_gpu=auto, once the first job ended: how many jobs share each GPU (group) from now on."""
-        peak = recorded_peak(job_dir(probe))
+        peak = recorded_peak(_sweep().job_dir(probe))
         if peak is None:
             log.warning("jobs_per_gpu=auto: the first job recorded no peak GPU memory (it failed, or ran on no GPU): "
                         "one job per GPU")
             return 1
         gpu_bytes = self._gpu_bytes(str(groups[0]))
         fit = jobs_that_fit(peak, gpu_bytes, self.memory_margin)
-        per_slot = jobs_per_slot(fit, len(groups), self.cores)
+        per_slot = _sweep().jobs_per_slot(fit, len(groups), self.cores)
         log.info(f"jobs_per_gpu=auto: the first job peaked at {peak / 2**30:.2f} GiB of GPU memory (+ "
                  f"{CUDA_CONTEXT_BYTES / 2**30:.2f} GiB for its CUDA context); {fit} fit a GPU of "
                  f"{gpu_bytes / 2**30:.1f} GiB with {self.memory_margin:.0%} to spare; {per_slot} per GPU "
@@ -160,10 +173,10 @@ class PoolLauncher(Launcher):
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         work = sweep_dir / ".launcher"
         work.mkdir(parents=True, exist_ok=True)
-        groups = make_slots(self.pin_gpus, self.num_gpus, self.devices, self.gpus_per_job, self.slots)
+        groups = _sweep().make_slots(self.pin_gpus, self.num_gpus, self.devices, self.gpus_per_job, self.slots)
         auto = self.jobs_per_gpu is None
         # jobs at once per slot: packed GPUs never run more jobs than there are cores (at least one per GPU)
-        per_slot = 1 if auto else jobs_per_slot(self.jobs_per_gpu, len(groups), self.cores)
+        per_slot = 1 if auto else _sweep().jobs_per_slot(self.jobs_per_gpu, len(groups), self.cores)
         probe_idx = initial_job_idx if auto else None  # auto: the first job runs alone on its GPU and is measured
         load = [0] * len(groups)
         where = (f"GPU slots {', '.join(map(str, groups))}, " + ("jobs per GPU: auto" if auto else
@@ -237,7 +250,7 @@ class PoolLauncher(Launcher):
         try:
             from cvt_lab.rundir import RunDir
 
-            RunDir(job_dir(sweep_config)).mark_failed(error, ret.overrides)
+            RunDir(_sweep().job_dir(sweep_config)).mark_failed(error, ret.overrides)
         except Exception as e:  # noqa: BLE001 - the sweep must go on
             log.warning("could not record the failure of %s: %s", ret.overrides, e)
         log.error("job %s: %s", " ".join(ret.overrides), error)
