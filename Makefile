@@ -10,7 +10,7 @@ SCALE      ?= cpu
 EXP        ?= ablation_pos_embed
 ARGS       ?=
 
-.PHONY: help install run test test-fast lint bench table2 table4 sweep report clean
+.PHONY: help install run test test-fast lint bench table2 table4 sweep report reports clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9_%-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -58,10 +58,13 @@ REPORTS    ?= experiments/reports
 experiment_of = $(basename $(notdir $(shell grep -l '^  table: $(1)$$' conf/experiment/*.yaml)))
 
 # tableN (not .PHONY: a pattern rule): Tables 3, 5, 6, 7, 8; Table 4 has its own target below.
-table%: $(STAMP)  ## tableN (3, 5-8): the sweep of the experiment for Table N (conf/experiment/), then its report
+# A table with a pre-registration (experiments/prereg/<table>.yaml at cpu scale, <table>_<scale>.yaml else)
+# runs exactly the registered sweep, each job recording the file's sha256 (its confirmation run).
+table%: $(STAMP)  ## tableN (3, 5-8): the sweep of the experiment for Table N (its pre-registration, if any), then its report
 	@if [ -z "$(call experiment_of,$@)" ]; then \
 	  echo "error: no experiment runs $@ (none of conf/experiment/*.yaml has experiment.table: $@)" >&2; exit 2; fi
-	$(MAKE) --no-print-directory sweep EXP=$(call experiment_of,$@)
+	@registered=$$($(PY) -m cvt_lab.prereg $@ --scale $(SCALE)) || exit 2; \
+	  $(MAKE) --no-print-directory sweep EXP=$(call experiment_of,$@) PREREG_ARGS="$$registered"
 
 # Table 4 fine-tunes a pre-trained checkpoint: CKPT=PATH (required at paper scale: ours, the released .pth,
 # or transformers'; add ARGS='model=cvt13 ...' to match it). At CPU scale without CKPT, a plain cvt_tiny
@@ -78,9 +81,20 @@ table4: $(STAMP)  ## Table 4 (transfer from CKPT=PATH; CPU: pre-trains cvt_tiny 
 	$(MAKE) --no-print-directory sweep EXP=$(call experiment_of,$@) \
 	  ARGS="checkpoint=$(abspath $(or $(CKPT),$(PRETRAIN)/checkpoints/last.ckpt)) $(ARGS)"
 
+PREREG_ARGS ?=
+
 sweep: $(STAMP)  ## any experiment: make sweep EXP=name [SCALE=paper] [ARGS='launcher=cpu_parallel ...']
-	$(PY) -m cvt_lab experiment=$(EXP) scale=$(SCALE) $(ARGS) -m
+	$(PY) -m cvt_lab experiment=$(EXP) scale=$(SCALE) $(PREREG_ARGS) $(ARGS) -m
 	$(PY) -m cvt_lab.report $(EXP) --scale $(SCALE) --sweeps $(SWEEPS) --out $(REPORTS)
 
 report: $(STAMP)  ## the report of an experiment's sweep so far: make report EXP=name [SCALE=paper]
 	$(PY) -m cvt_lab.report $(EXP) --scale $(SCALE) --sweeps $(SWEEPS) --out $(REPORTS)
+
+# Holm corrects across the family of Tables 5-8: once every table has run, their reports are made again so that
+# each counts the others' final p (a table not run yet counts as p = 1 until then).
+ABLATION_TABLES ?= table5 table6 table7 table8
+
+reports: $(STAMP)  ## the reports of Tables 5-8 again, from their sweeps (after the last table of the family ran)
+	@for t in $(ABLATION_TABLES); do \
+	  $(PY) -m cvt_lab.report $(SWEEPS)/$${t}_$(SCALE) --out $(REPORTS) >/dev/null || exit $$?; \
+	  echo "wrote $(REPORTS)/$$t.md"; done

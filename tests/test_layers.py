@@ -2,7 +2,8 @@
 no cycles; every import counts, those inside functions too. docs/architecture.md draws the picture.
 
 Names kept at an old address for scripts (``cvt_lab.results.run_lock``, ``cvt_lab.config.register_configs``)
-resolve through ``importlib`` in a module ``__getattr__``: they are no import of the module that keeps them."""
+resolve through ``importlib`` in a module ``__getattr__``: they are no import of the module that keeps them; nor
+are imports for annotations only (``if TYPE_CHECKING:``)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "cvt_lab.sweep", "cvt_lab.plan", "cvt_lab.report", "cvt_lab.checkpoint.exports", "hydra_plugins")),
     ("command lines", (
         "cvt_lab.__main__", "cvt_lab.plan.__main__", "cvt_lab.report.__main__", "cvt_lab.checkpoint.__main__",
-        "cvt_lab.checkpoint.cli", "cvt_lab.complexity.__main__")),
+        "cvt_lab.checkpoint.cli", "cvt_lab.complexity.__main__", "cvt_lab.prereg")),
 ]
 
 
@@ -57,8 +58,11 @@ def layer_of(module: str) -> int:
 def imports_of(path: Path, known: dict[str, Path]) -> set[str]:
     """The project's modules ``path`` imports, wherever the import statement is (module level or in a function)."""
     tree = ast.parse(path.read_text())
+    # not imports at run time: old names' aliases (a module __getattr__) and annotations (`if TYPE_CHECKING:`)
     lazy = {id(n) for f in tree.body if isinstance(f, ast.FunctionDef) and f.name == "__getattr__"
             for n in ast.walk(f)}
+    lazy |= {id(n) for f in tree.body if isinstance(f, ast.If) and "TYPE_CHECKING" in ast.unparse(f.test)
+             for n in ast.walk(f)}
     found = set()
     for node in ast.walk(tree):
         if id(node) in lazy:

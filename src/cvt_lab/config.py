@@ -240,4 +240,8 @@ class Config:
     # A results.json metric (val/acc1, test/loss, ...): the job returns it as a float, for sweepers that
     # optimize it (conf/hparams_search/); None: the job returns its whole record.
     objective: str | None = None
+    # A pre-registration file (experiments/prereg/<table>.yaml) the run confirms: its path and sha256 go
+    # into results.json, and the report calls a table confirmatory only when every job carries that hash.
+    # Not part of the run identity (the settings it registers are). make tableN sets it.
+    prereg: str | None = None
     predict: PredictConfig = field(default_factory=PredictConfig)

@@ -112,6 +112,13 @@ def _file_digest(path: str, size: int, mtime_ns: int) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file's contents (64 hex digits; a pre-registration's, cvt_lab.report.prereg)."""
+    p = Path(path)
+    st = p.stat()
+    return _file_digest(str(p.resolve()), st.st_size, st.st_mtime_ns)
+
+
 def checkpoint_id(path: str | Path | None) -> str | None:
     """A checkpoint's identity: the sha256 of its contents (16 hex digits), so the same weights under
     another path are the same input; for a directory (transformers), of its files' names and contents."""

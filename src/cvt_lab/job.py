@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from cvt_lab.errors import JobError, RunDirTaken, RunInterrupted, as_job_error, message_of
-from cvt_lab.identity import differences, identity_of
+from cvt_lab.identity import differences, file_sha256, identity_of
 from cvt_lab.results import RESULTS_FILE, RunRecord, iso_time, versions
 from cvt_lab.rundir import RunDir, is_readable_checkpoint
 
@@ -76,6 +76,17 @@ def launched_as_rank_zero() -> bool:
     if "LOCAL_RANK" in env or "NODE_RANK" in env:
         return int(env.get("LOCAL_RANK", 0)) == 0 and int(env.get("NODE_RANK", 0)) == 0
     return int(env.get("SLURM_PROCID", 0)) == 0
+
+
+def prereg_of(cfg: DictConfig) -> dict[str, str] | None:
+    """The pre-registration the run confirms, ``{"path", "sha256"}`` (None without ``prereg=``)."""
+    if not cfg.get("prereg"):
+        return None
+    path = Path(cfg.prereg)
+    if not path.is_file():
+        raise JobError(f"prereg={cfg.prereg}: no such file; name a pre-registration of experiments/prereg/ "
+                       "(make tableN sets it), or drop prereg= for an exploratory run")
+    return {"path": str(cfg.prereg), "sha256": file_sha256(path)}
 
 
 def claim(previous: RunRecord | None, record: RunRecord, cfg: DictConfig, run_dir: Path) -> RunRecord | None:
@@ -142,6 +153,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = (), started: 
         try:
             check_inputs(cfg)
             record.identity, record.identity_config = identity_of(cfg)
+            record.prereg = prereg_of(cfg)
             done = claim(previous, record, cfg, run_dir)
             if done is not None:
                 return done
@@ -160,10 +172,13 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = (), started: 
                 raise RunInterrupted("SIGTERM") from None
             except KeyboardInterrupt:
                 raise RunInterrupted("SIGINT (Ctrl-C)") from None
+            outcomes = measured.pop("outcomes", None)  # per-image correctness: a file beside the record
             for name, value in measured.items():
                 setattr(record, name, value)
             record.status = "finished"
             if owner:
+                if outcomes:
+                    rundir.write_outcomes(outcomes)
                 rundir.write_record(record)
         except RunDirTaken:
             raise

@@ -32,7 +32,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, resume: str | None, started: fl
                  overrides: list[str] | None = None) -> dict[str, Any]:
     """Build everything from the config, fit (``mode=train``, from ``resume`` when given), validate if fitting
     did not, and test. ``owner``: this process owns the run directory (rank 0 of a distributed run). Returns the
-    record's fields it measured."""
+    record's fields it measured, and ``outcomes``: per split, each image's top-1 correctness (one process only)."""
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     run = RunDir(run_dir)
     image_size = image_size_of(cfg)
@@ -79,4 +79,6 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, resume: str | None, started: fl
                     threads=torch.get_num_threads())
     if torch.cuda.is_initialized():  # what jobs_per_gpu=auto packs by (the pool launcher)
         measured["peak_gpu_mem_bytes"] = torch.cuda.max_memory_reserved()
+    if trainer.world_size == 1:  # one process saw every image (a distributed run's are sharded)
+        measured["outcomes"] = dict(module.outcomes)  # per-image top-1 correctness (the job writes outcomes.npz)
     return measured

@@ -58,6 +58,10 @@ class ImageClassifier(pl.LightningModule):
             f"{split}_acc{k}": MulticlassAccuracy(num_classes, top_k=min(k, top_k), average="micro")
             for split in ("val", "test") for k in (1, 5)
         })
+        # Per-image top-1 correctness of the last validation and test pass, in loader order (the report's
+        # test-set noise: cvt_lab.report.stats). Not state: a checkpoint never carries it.
+        self.outcomes: dict[str, torch.Tensor] = {}
+        self._outcome_batches: dict[str, list[torch.Tensor]] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The batch size is symbolic from a compiled model's first step on, so a last, smaller batch of an
@@ -85,6 +89,24 @@ class ImageClassifier(pl.LightningModule):
             metric = self.metrics[f"{split}_acc{k}"]
             metric(logits, labels)
             self.log(f"{split}/acc{k}", metric, prog_bar=k == 1)
+        self._outcome_batches.setdefault(split, []).append((logits.argmax(-1) == labels).cpu())
+
+    def _collect_outcomes(self, split: str) -> None:
+        batches = self._outcome_batches.pop(split, [])
+        if batches and not self.trainer.sanity_checking:
+            self.outcomes[split] = torch.cat(batches)
+
+    def on_validation_epoch_start(self) -> None:
+        self._outcome_batches.pop("val", None)
+
+    def on_validation_epoch_end(self) -> None:
+        self._collect_outcomes("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._outcome_batches.pop("test", None)
+
+    def on_test_epoch_end(self) -> None:
+        self._collect_outcomes("test")
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._eval_step(batch, "val")

@@ -25,7 +25,8 @@ own directory (``mode`` is part of the identity, so a directory holding a traini
 ``startup_s`` (seconds from the job's own start) and ``started_at`` (ISO 8601), ``seed``, ``model``,
 ``data``, ``recipe``, ``precision``, ``threads``, ``peak_gpu_mem_bytes`` (the GPU memory torch reserved at
 its peak; what the pool launcher packs GPUs by), ``checkpoint`` (the path as given), ``experiment``,
-``overrides``, ``run_dir``, ``torch``, ``versions`` (torch, lightning, timm, cvt_lab, python), ``error``
+``overrides``, ``run_dir``, ``prereg`` (the pre-registration file the run confirms and its sha256),
+``torch``, ``versions`` (torch, lightning, timm, cvt_lab, python), ``error``
 (failed runs), and the run's identity: ``identity_config``, the resolved config that defines the result (see
 :mod:`cvt_lab.identity`), and ``identity``, a hash of it. Unknown keys (a newer
 version's) are kept in ``RunRecord.extra`` and written back unchanged.
@@ -45,6 +46,9 @@ from typing import Any, Literal
 from cvt_lab.errors import RunDirBusy, RunDirError  # noqa: F401  importable here, as before
 
 RESULTS_FILE = "results.json"
+# Per-image top-1 correctness of the finished run on its validation and test sets (numpy's .npz: arrays
+# ``val`` and ``test`` of booleans in the loaders' order): the test-set noise in the reports' intervals.
+OUTCOMES_FILE = "outcomes.npz"
 Status = Literal["running", "finished", "failed"]
 Mode = Literal["train", "eval", "predict"]
 
@@ -84,6 +88,8 @@ class RunRecord:
     run_dir: str = ""
     identity: str | None = None
     identity_config: dict[str, Any] = field(default_factory=dict)
+    # the pre-registration the run confirms (experiments/prereg/): {"path": as given, "sha256": of its contents}
+    prereg: dict[str, str] | None = None
     versions: dict[str, str] = field(default_factory=dict)
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know, kept as they were
@@ -145,6 +151,32 @@ def write_record(run_dir: str | Path, record: RunRecord) -> Path:
     return path
 
 
+def write_outcomes(run_dir: str | Path, outcomes: dict[str, Any]) -> Path | None:
+    """Save per-image correctness (split -> bool tensor or array) as ``run_dir/OUTCOMES_FILE``; None if empty."""
+    import numpy as np
+
+    arrays = {k: np.asarray(v, dtype=bool) for k, v in outcomes.items() if v is not None and len(v)}
+    if not arrays:
+        return None
+    path = Path(run_dir) / OUTCOMES_FILE
+    tmp = path.with_name(f".{OUTCOMES_FILE}.tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
+    return path
+
+
+def read_outcomes(run_dir: str | Path) -> dict[str, Any]:
+    """The per-image correctness arrays a finished run saved (split -> bool array); {} without any."""
+    import numpy as np
+
+    path = Path(run_dir) / OUTCOMES_FILE
+    try:
+        with np.load(path) as data:
+            return {k: data[k].astype(bool) for k in data.files}
+    except (OSError, ValueError):
+        return {}
+
+
 # ------------------------------------------------------------------------------------------------ helpers
 
 
@@ -173,7 +205,7 @@ def iso_time(timestamp: float) -> str:
 _MOVED = {"LOCK_FILE": "rundir", "run_lock": "rundir", "unwritable": "rundir", "OutputDirCheck": "rundir",
           "mark_failed": "rundir", "IDENTITY_GROUPS": "identity", "NOT_IDENTITY": "identity",
           "CALLBACKS_NOT_IDENTITY": "identity", "identity_of": "identity", "differences": "identity",
-          "checkpoint_id": "identity", "job_dirname": "identity"}
+          "checkpoint_id": "identity", "job_dirname": "identity", "file_sha256": "identity"}
 
 
 def __getattr__(name: str) -> Any:

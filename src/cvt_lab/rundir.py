@@ -3,6 +3,7 @@
 A run directory holds one run::
 
     results.json               the record (cvt_lab.results: RunRecord)
+    outcomes.npz               each test and validation image's top-1 correctness (a finished run of one process)
     .lock                      held (flock) by the process that owns the run, with its pid
     .hydra/config.yaml         the config snapshot (and hydra.yaml, overrides.yaml), written once the run owns it
     checkpoints/last.ckpt      the newest epoch's weights (and epochNNN.ckpt, stepNNNNNNNN.ckpt beside it)
@@ -31,7 +32,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 
 from cvt_lab.errors import EXIT_BAD_INPUT, JobError, RunDirBusy, RunDirError
-from cvt_lab.results import RESULTS_FILE, RunRecord, read_record, write_record
+from cvt_lab.results import (OUTCOMES_FILE, RESULTS_FILE, RunRecord, read_outcomes, read_record, write_outcomes,
+                             write_record)
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,10 @@ class RunDir:
         return self.path / RESULTS_FILE
 
     @property
+    def outcomes_file(self) -> Path:
+        return self.path / OUTCOMES_FILE
+
+    @property
     def lock_file(self) -> Path:
         return self.path / LOCK_FILE
 
@@ -100,6 +106,12 @@ class RunDir:
 
     def write_record(self, record: RunRecord) -> Path:
         return write_record(self.path, record)
+
+    def write_outcomes(self, outcomes: dict[str, Any]) -> Path | None:
+        return write_outcomes(self.path, outcomes)
+
+    def read_outcomes(self) -> dict[str, Any]:
+        return read_outcomes(self.path)
 
     def record(self) -> RunRecord | None:
         """The record as a reader should see it: one that says "running" while nobody owns the directory is a

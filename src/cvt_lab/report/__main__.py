@@ -1,4 +1,5 @@
-"""``python -m cvt_lab.report SWEEP_DIR | EXPERIMENT [--scale cpu] [--sweeps DIR] [--out DIR] [--wandb]``."""
+"""``python -m cvt_lab.report SWEEP_DIR | EXPERIMENT [--scale cpu] [--sweeps DIR] [--out DIR] [--metric M]
+[--prereg-dir DIR] [--wandb]``."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from cvt_lab.errors import EXIT_BAD_INPUT
 from cvt_lab.report import __doc__ as DOC
 from cvt_lab.report import experiment_sweep_dir, report
+from cvt_lab.report.prereg import PREREG_DIR
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,6 +21,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scale", default="cpu", help="with an experiment name: the scale of its sweep")
     p.add_argument("--sweeps", type=Path, default=Path("outputs/sweeps"),
                    help="with an experiment name: where sweeps are")
+    p.add_argument("--metric", choices=["test/acc1", "val/acc1"],
+                   help="what rows compare: the registered metric (default; test/acc1), or val/acc1 for pilots")
+    p.add_argument("--prereg-dir", type=Path, default=PREREG_DIR,
+                   help="where the pre-registrations are (experiments/prereg)")
     p.add_argument("--wandb", action="store_true",
                    help="also log the table and its plot into the sweep's W&B group (cvt_lab.report.wandb)")
     a = p.parse_args(argv)
@@ -26,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         sweep = Path(a.sweep)
         if not sweep.is_dir() and "/" not in a.sweep:
             sweep = experiment_sweep_dir(a.sweep, a.scale, a.sweeps)
-        paths = report(sweep, a.out, a.table)
+        paths = report(sweep, a.out, a.table, metric=a.metric, prereg_root=a.prereg_dir)
         if a.wandb:
             from cvt_lab.report.wandb import require_wandb
 

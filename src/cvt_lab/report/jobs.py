@@ -12,13 +12,14 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from cvt_lab.results import RESULTS_FILE, RunRecord
+from cvt_lab.results import RESULTS_FILE, RunRecord, read_outcomes
 from cvt_lab.rundir import RunDir
 
 # Overrides that never change a result (where a record has no identity, its overrides stand in for it).
 NOT_IDENTITY_OVERRIDES = ("experiment", "launcher", "logger", "resume", "threads", "trainer.enable_progress_bar",
                           "hydra", "paths")
 UNSET = "(not set)"
+METRICS = ("test/acc1", "val/acc1")
 
 
 def covers(prefix: str, key: str) -> bool:
@@ -53,6 +54,10 @@ class Job:
     identity: str | None = None
     config: dict[str, str] = field(default_factory=dict)  # what defines the result, less the seed
     overrides: dict[str, str] = field(default_factory=dict)  # override_config(), less the seed
+    val_acc1: float | None = None  # validation top-1 in % (what pilots choose settings on)
+    prereg_sha256: str | None = None  # the pre-registration the job ran under (results.json ``prereg``)
+    started_at: str | None = None
+    path: Path | None = None  # the run directory itself
 
     @property
     def finished(self) -> bool:
@@ -61,6 +66,18 @@ class Job:
     @property
     def running(self) -> bool:
         return self.status == "running"
+
+    def metric(self, name: str) -> float | None:
+        """A top-1 metric of the job in % (``test/acc1`` or ``val/acc1``)."""
+        if name not in METRICS:
+            raise ValueError(f"metric {name!r}: the reports compare {' or '.join(METRICS)}")
+        return self.acc1 if name == "test/acc1" else self.val_acc1
+
+    def outcomes(self, name: str):
+        """The job's per-image correctness on the metric's split (None where the run saved none)."""
+        if self.path is None:
+            return None
+        return read_outcomes(self.path).get(name.split("/")[0])
 
 
 def _row(r: RunRecord, overrides: dict[str, str], axis: str, row_format: str | None) -> str | None:
@@ -91,7 +108,9 @@ def read_job(run_dir: Path, sweep_dir: Path, axis: str, row_format: str | None) 
         config = {k: _canonical(v) for k, v in r.identity_config.items() if k != "seed" and not covers("experiment", k)}
     return Job(str(run_dir.relative_to(sweep_dir)), _row(r, overrides, axis, row_format),
                None if seed is None else int(seed), r.status, None if r.test_acc1 is None else 100 * r.test_acc1,
-               r.error, r.params, r.model, r.identity if r.identity_config else None, config, overrides)
+               r.error, r.params, r.model, r.identity if r.identity_config else None, config, overrides,
+               None if r.val_acc1 is None else 100 * r.val_acc1, (r.prereg or {}).get("sha256"), r.started_at,
+               run_dir)
 
 
 def read_jobs(sweep_dir: Path, axis: str, row_format: str | None = None) -> list[Job]:

@@ -5,31 +5,18 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from cvt_lab.report.jobs import Job, Setting
+from cvt_lab.report.analysis import Analysis, Section
+from cvt_lab.report.claims import Judgement
 from cvt_lab.report.paper import scale_spec
-from cvt_lab.report.rows import Duplicate, TableRow, claim_verdict
+from cvt_lab.report.rows import TableRow
 
 IDENTITY_CHARS = 10  # enough to tell runs apart in a table
 # What every row of a setting trained on and for how long, printed above its table: these keys and the data.*
 # keys of its run identity (which holds none of results.NOT_IDENTITY, e.g. data.root), but these.
 SETUP_KEYS = ("recipe.epochs", "recipe.batch_size", "recipe.optimizer.lr", "recipe.image_size")
 NOT_SETUP_DATA_KEYS = ("data.in_chans", "data.finetune_steps", "data.num_samples", "data.val_fraction")
-
-
-@dataclass
-class Section:
-    """One setting's table."""
-
-    setting: Setting
-    rows: list[TableRow]
-    duplicates: list[Duplicate]
-
-    @property
-    def reference(self) -> TableRow | None:
-        return next((r for r in self.rows if r.is_reference), None)
 
 
 def _num(x: float | None, fmt: str = ".2f", unit: str = "") -> str:
@@ -56,7 +43,12 @@ def columns(spec: dict, reference: TableRow | None) -> list[tuple[str, Callable[
         text = _num(diff, "+.2f")
         if low is not None:
             text += f" [{low:+.2f}, {high:+.2f}]"
+            if r.judgement and r.judgement.kind == "equivalence":
+                text += f" ({100 * r.judgement.level:.0f}%)"
         return text + _vs(r, reference)
+
+    def test(r: TableRow) -> str:
+        return "" if r.judgement is None else test_cell(r.judgement)
 
     def paper_diff(r: TableRow) -> str:
         return "(reference)" if r.is_reference else _num(r.paper_diff, "+.1f") + _vs(r, reference)
@@ -64,7 +56,15 @@ def columns(spec: dict, reference: TableRow | None) -> list[tuple[str, Callable[
     def verdict(r: TableRow) -> str:
         if r.is_reference:
             return ""
-        return "(not part of the claim)" if r.expect is None else f"{r.expect}: {r.verdict or '-'}"
+        if r.expect is None:
+            return "(not part of the claim)"
+        j = r.judgement
+        text = f"{r.expect}: **{r.verdict or '-'}**"
+        if j is not None and j.why_not:
+            text += f" ({j.why_not})"
+        if j is not None and j.control:
+            text += " (control)"
+        return text
 
     cols = [("row", lambda r: r.paper["row"]), ("option", lambda r: f"`{r.option}`"),
             ("model", lambda r: f"{r.paper.get('model', '')}: {r.paper['desc']}"),
@@ -74,9 +74,9 @@ def columns(spec: dict, reference: TableRow | None) -> list[tuple[str, Callable[
         cols.append(("ran as", lambda r: "-" if r.not_run else f"`{r.ran_as}`"))
     cols += [("ours top-1", ours), ("n", lambda r: str(len(r.accs)))]
     if reference is not None:
-        cols += [("paper diff", paper_diff), ("ours diff [95% CI]", ours_diff)]
+        cols += [("paper diff", paper_diff), ("ours diff [CI]", ours_diff)]
         if any("expect" in r for r in spec["rows"]):
-            cols.append(("paper's sign: ours", verdict))
+            cols += [("test: p (Holm) / TOST p vs margin; effect / paper's", test), ("paper's sign: ours", verdict)]
     cols += [("params paper", lambda r: _num(r.paper.get("params"), "", "M")),
              ("params ours", lambda r: _num(r.params, ".2f", "M"))]
     if reference is None or any(r.get("gmacs") is not None for r in spec["rows"]):  # models differ in compute
@@ -89,14 +89,48 @@ def _vs(r: TableRow, reference: TableRow) -> str:
     return "" if r.against is None or r.against is reference else f" vs {r.against.paper['row']}"
 
 
+def test_cell(j: Judgement) -> str:
+    """A test's numbers: raw and Holm-adjusted p (signed), TOST p against the margin (equivalence), effect ratio."""
+    if j.estimate is None:
+        return "-"
+    if j.kind == "equivalence":
+        text = f"TOST p {_p(j.p)} vs +/-{j.margin:g}" if j.margin is not None else "no margin"
+    else:
+        text = f"p {_p(j.p)}" + (f" ({_p(j.p_adjusted)})" if j.p_adjusted is not None else
+                                 " (control: alone)" if j.control else " (-)")
+    if j.ratio is not None:
+        text += f"; x{j.ratio:.1f} the paper's"
+    return text
+
+
+def _p(p: float | None) -> str:
+    return "-" if p is None else "<0.0001" if p < 1e-4 else f"{p:.4f}"
+
+
 def claim_lines(spec: dict, section: Section) -> list[str]:
-    """The claim the table tests and, per setting, whether our rows reproduce it."""
-    answer = claim_verdict(section.rows)
-    if not spec.get("claim") or answer is None:
+    """The setting's label (confirmatory or exploratory, with the reasons) and the verdict on the claim."""
+    claim = section.claim
+    if not spec.get("claim"):
         return []
-    judged = [r for r in section.rows if r.verdict]
-    per_row = "; ".join(f"{r.paper['row']} ({r.option}) {r.expect}: {r.verdict}" for r in judged)
-    return [f"**Claim {answer} at this scale** ({per_row}).", ""]
+    label = claim.label.capitalize()
+    tests = [j for j in section.tests + claim.contrasts]
+    per_test = "; ".join(f"{j.name} {j.expect}: {j.verdict}" + (" (control)" if j.control else "") for j in tests)
+    lines = [f"**{label}: claim {claim.verdict} at this scale** ({per_test}).", ""]
+    if claim.reasons:
+        lines += ["Exploratory because: " + "; ".join(claim.reasons) + ".", ""]
+    if claim.incomplete:
+        lines += ["Incomplete: " + "; ".join(claim.incomplete) + ".", ""]
+    if claim.family:
+        lines += [claim.family + ".", ""]
+    for c in claim.contrasts:
+        est = c.estimate
+        ci = "" if est is None else " [{:+.2f}, {:+.2f}]".format(*est.interval(c.level))
+        lines += [f"Registered contrast `{c.name}` ({c.expect}): "
+                  + ("-" if est is None else f"{est.value:+.2f}{ci}, {test_cell(c)}")
+                  + f": **{c.verdict}**" + (f" ({c.why_not})" if c.why_not else "") + ".", ""]
+    if claim.ordering:
+        lines += [f"Ordering claim: {claim.ordering}.", ""]
+    return lines
 
 
 def setup_line(section: Section) -> str | None:
@@ -121,17 +155,19 @@ def _trained(rows: list[TableRow]) -> str | None:
     return "Trained at this scale: " + "; ".join(f"{m} for rows {', '.join(v)}" for m, v in trained.items()) + "."
 
 
-def _jobs_table(section: Section) -> list[str]:
-    lines = ["| job directory | row | seed | status | top-1 | identity |", "|---|---|---|---|---|---|"]
+def _jobs_table(section: Section, metric: str) -> list[str]:
+    lines = [f"| job directory | row | seed | status | {metric} % | prereg sha256 | identity |",
+             "|---|---|---|---|---|---|---|"]
     for r in section.rows:
         for j in sorted(r.used, key=lambda j: (j.seed is None, j.seed)):
             identity = (j.identity or "-")[:IDENTITY_CHARS]
+            value = j.metric(metric) if j.finished else None
             lines.append(f"| `{j.run_dir}` | {r.paper['row']} ({r.ran_as}) | {j.seed} | {j.status} | "
-                         f"{_num(j.acc1)} | {identity} |")
+                         f"{_num(value)} | {(j.prereg_sha256 or '-')[:IDENTITY_CHARS]} | {identity} |")
     return lines
 
 
-def section_markdown(spec: dict, section: Section, index: int, count: int) -> list[str]:
+def section_markdown(spec: dict, section: Section, index: int, count: int, metric: str) -> list[str]:
     s = section.setting
     finished = sum(len(r.accs) for r in section.rows)
     if count > 1:
@@ -163,15 +199,66 @@ def section_markdown(spec: dict, section: Section, index: int, count: int) -> li
         lines += ["", "Duplicates (the same row and seed run again; the first finished job is used): " + "; ".join(
             f"row {d.used.row} seed {d.job.seed}: `{d.job.run_dir}` ({d.job.status}, {_num(d.job.acc1)}) "
             f"beside the used `{d.used.run_dir}` ({_num(d.used.acc1)})" for d in section.duplicates) + "."]
-    return lines + ["", *_jobs_table(section), ""]
+    return lines + ["", *_jobs_table(section, metric), ""]
 
 
-def markdown(table: str, spec: dict, sections: list[Section], meta: dict, sweep_dir: Path, other: list[Job]) -> str:
+def registration_lines(a: Analysis) -> list[str]:
+    """The pre-registration the report checks the sweep against, and the table's ledger of earlier settings."""
+    lines = []
+    if a.prereg is None:
+        lines += ["**Pre-registration:** none for this table and scale (experiments/prereg/): every setting below "
+                  "is exploratory.", ""]
+    else:
+        commit = (f"added in commit `{a.commit.short}` ({a.commit.date.isoformat()})" if a.commit else
+                  "**not committed as it is now**")
+        p = a.prereg
+        lines += [f"**Pre-registration:** `{p.path}`, sha256 `{a.sha256}`, {commit}. Registered: metric `{p.metric}`, "
+                  f"seeds {p.seeds}, rows {p.rows}, alpha {p.alpha:g}, family `{p.family}`, smallest effect of "
+                  f"interest {p.smallest_effect:g} points, equivalence margins "
+                  + (", ".join(f"`{k}` +/-{v:g}" for k, v in p.margins.items()) or "none")
+                  + f", ceiling {p.ceiling:g}%, chance margin {p.chance_margin:g} points"
+                  + (f", controls {p.controls}" if p.controls else "")
+                  + (f", contrasts {[c.name for c in p.contrasts]}" if p.contrasts else "")
+                  + f"; overrides `{' '.join(p.overrides)}`.", ""]
+        if p.rationale:
+            lines += [f"Why these settings (from the registration): {' '.join(p.rationale.split())}", ""]
+    lines += [f"Note: {n}" for n in a.notes]
+    if a.ledger:
+        lines += ["Ledger (earlier settings of this table, oldest first; experiments/prereg/ledger.yaml):", "",
+                  "| setting | commit | label | verdict |", "|---|---|---|---|"]
+        lines += [f"| {' '.join(str(e.get('setting', '')).split())} | `{e.get('commit', '-')}` | "
+                  f"{e.get('label', '-')} | {' '.join(str(e.get('verdict', '-')).split())} |" for e in a.ledger]
+        lines.append("")
+    return lines
+
+
+RULES = (
+    "How to read the verdicts (cvt_lab.report.claims; docs/ablations.md, 'The confirmation protocol'): "
+    "a setting is **confirmatory** only when its table's pre-registration is committed before the first job "
+    "started, every job carries the registration's sha256 and every job's run identity is the one the registered "
+    "sweep composes to; else **exploratory**, with the reasons. Intervals count the seeds (Welch) and the test "
+    "set (per-image outcomes, paired across rows, with one pseudo-image each way so that no interval has zero "
+    "width); degrees of freedom by Welch-Satterthwaite. A signed row (`+`/`-`) is a two-sided test, its p "
+    "Holm-adjusted across the family (raw and adjusted p printed): **agrees** / **disagrees** when the adjusted "
+    "p < alpha on the paper's / the other side, else **not separated**. A `0` row is an equivalence test (TOST) "
+    "against its registered margin, its interval at 1 - 2 alpha: **equivalent** (inside +/- margin), "
+    "**differs** (two-sided p < alpha), else **not shown**; without a margin it is not judged. A comparison with "
+    "a row at the ceiling or within the chance margin of chance is **not judged** unless the row is a registered "
+    "control (judged alone, not part of the claim). The claim: **incomplete** while registered rows or seeds are "
+    "missing; **reproduces** when every test of the claim agrees or is equivalent; **does not reproduce** when "
+    "one disagrees or differs; **not tested** when none is judged; else **not shown**. Effects: points, and the "
+    "ratio to the paper's difference."
+)
+
+
+def markdown(a: Analysis) -> str:
+    spec, meta, sections, sweep_dir, table = a.spec, a.meta, a.sections, a.sweep_dir, a.table
     scale = meta.get("scale") or "?"
     note = (scale_spec(spec, scale) or {}).get("note")
     reference = sections[0].reference
     n_jobs = sum(len(s.setting.jobs) for s in sections)
     make = f"make {table}" + ("" if scale == "cpu" else f" SCALE={scale}")
+    metric = {"test/acc1": "test top-1", "val/acc1": "validation top-1"}[a.metric]
     lines = [f"# {spec['title']}: the paper beside ours ({scale} scale)", ""]
     if spec.get("claim"):
         lines += [f"**The claim tested:** {' '.join(spec['claim'].split())}", ""]
@@ -180,12 +267,14 @@ def markdown(table: str, spec: dict, sections: list[Section], meta: dict, sweep_
         lines += [f"**How this scale tests it:** {' '.join(at_scale.split())}", ""]
     if note:
         lines += [f"**{note.strip()}**", ""]
+    if spec.get("claim"):
+        lines += registration_lines(a)
     lines += [
         f"Sweep: `{sweep_dir}` (experiment `{spec['experiment']}`, rows = `{spec['axis']}`): "
         f"{n_jobs} job{'s' if n_jobs != 1 else ''} of this table in "
         f"{len(sections)} setting{'s' if len(sections) > 1 else ''}"
-        + (f"; {len(other)} jobs outside its rows, ignored ({', '.join(sorted({str(j.row) for j in other}))})"
-           if other else "")
+        + (f"; {len(a.other)} jobs outside its rows, ignored ({', '.join(sorted({str(j.row) for j in a.other}))})"
+           if a.other else "")
         + ".",
         f"Made by: `{make}`; the last command run into the sweep: "
         f"`{meta.get('command') or 'python -m cvt_lab experiment=' + spec['experiment'] + ' -m'}`, "
@@ -195,12 +284,9 @@ def markdown(table: str, spec: dict, sections: list[Section], meta: dict, sweep_
         "for the row and the seed; jobs that differ in anything else make a table of their own, named by the keys "
         "that differ. The job list under each table gives every job used, with its identity.",
         "",
-        "Top-1 in %. Ours: test top-1, mean +/- std over seeds (n)."
+        f"Top-1 in %. Ours: {metric}, mean +/- std over seeds (n)."
         + (f" Differences are against the reference row **{reference.paper['row']} ({reference.option})** "
-           "(or the row named after `vs`): ours with Welch's 95% interval for a difference of two means over "
-           "seeds. Verdict per row: the paper's sign of the difference (`+` better, `-` worse, `0` no difference) "
-           "and whether ours **agrees** (interval excludes zero on that side), **disagrees** (excludes zero on "
-           "the other side; for `0`, on either side) or is **not separated** (interval includes zero)."
+           "(or the row named after `vs`), with their interval at 1 - alpha (1 - 2 alpha for `0` rows)."
            if reference else "")
         + (" `ran as`: the option this scale ran for the row." if spec.get("scales") else "")
         + "".join(f" {label}: the paper's only (not measured here)."
@@ -212,15 +298,18 @@ def markdown(table: str, spec: dict, sections: list[Section], meta: dict, sweep_
         + ", whatever the scale trained.",
         "",
     ]
+    if reference is not None and spec.get("claim"):
+        lines += [RULES, ""]
     for i, section in enumerate(sections, 1):
-        lines += section_markdown(spec, section, i, len(sections))
+        lines += section_markdown(spec, section, i, len(sections), a.metric)
     return "\n".join(lines).rstrip() + "\n"
 
 
 def csv_text(spec: dict, sections: list[Section]) -> str:
     records = [r.record(spec, s.setting, s.reference) for s in sections for r in s.rows]
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(records[0]))
+    fieldnames = list(dict.fromkeys(k for r in records for k in r))  # rows without a test lack its columns
+    writer = csv.DictWriter(buf, fieldnames=fieldnames)
     writer.writeheader()
     writer.writerows(records)
     return buf.getvalue()
@@ -248,7 +337,7 @@ def plot(spec: dict, sections: list[Section], path: Path, scale: str) -> None:
             lo, hi = min(vals), max(vals)
             ax1.set_ylim(max(0, lo - 2 * (hi - lo + 0.5)), min(100, hi + (hi - lo + 0.5)))
         ax1.set_xticks(x, [f"{r.paper['row']}: {r.ran_as}" for r in ran], rotation=30, ha="right", fontsize=8)
-        ax1.set_ylabel(f"ours: test top-1 % ({scale} scale)")
+        ax1.set_ylabel(f"ours: top-1 % ({scale} scale)")
         title = "ours per row (bars: mean +/- std; dots: seeds)"
         ax1.set_title(title if len(sections) == 1 else f"{section.setting.label}\n{title}", fontsize=9)
         if section.reference is not None:
@@ -276,7 +365,7 @@ def _plot_diffs(ax, section: Section, scale: str) -> None:
     w = 0.38
     ax.bar([i - w / 2 for i in x], [r.paper_diff or 0 for r in rows], w, label="paper (ImageNet)", color="tab:gray")
     ax.bar([i + w / 2 for i in x], [d or 0 for d, _, _ in diffs], w, yerr=err, capsize=3,
-           label=f"ours ({scale}), 95% CI", color="tab:blue")
+           label=f"ours ({scale}), interval of its test", color="tab:blue")
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xticks(x, [f"{r.paper['row']}: {r.option}" + (f"\n{r.verdict}" if r.verdict else "") + _vs(r, ref)
                       for r in rows], rotation=30, ha="right", fontsize=8)

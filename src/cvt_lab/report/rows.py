@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from cvt_lab.report.jobs import Job, Setting
 from cvt_lab.report.paper import paper_config_size, scale_spec
-from cvt_lab.report.stats import AGREES, DISAGREES, mean_ci, verdict, welch_ci
+from cvt_lab.report.stats import RowSample, mean_ci
+
+if TYPE_CHECKING:
+    from cvt_lab.report.claims import Judgement
 
 
 @dataclass
@@ -23,7 +28,8 @@ class TableRow:
     paper: dict  # the row of paper_tables.yaml
     ran_as: str  # the option run for this row (itself, or its stand-in at this scale)
     is_reference: bool = False
-    accs: dict[int, float] = field(default_factory=dict)  # seed -> our test top-1 %
+    accs: dict[int, float] = field(default_factory=dict)  # seed -> our top-1 % (the report's metric)
+    outcomes: dict[int, np.ndarray | None] = field(default_factory=dict)  # seed -> per-image correctness
     used: list[Job] = field(default_factory=list)  # the jobs behind ``accs`` and ``failed``
     failed: list[Job] = field(default_factory=list)
     missing: list[int] = field(default_factory=list)
@@ -31,6 +37,7 @@ class TableRow:
     params: float | None = None  # at the paper's configuration
     gmacs: float | None = None
     against: TableRow | None = None  # the row differences are taken from (the table's reference or the row's ``vs``)
+    judgement: Judgement | None = None  # set by cvt_lab.report.claims.judge
 
     @property
     def option(self) -> str:
@@ -44,11 +51,17 @@ class TableRow:
         return mean, sd
 
     @property
+    def sample(self) -> RowSample:
+        seeds = sorted(self.accs)
+        return RowSample.of([self.accs[k] for k in seeds], [self.outcomes.get(k) for k in seeds])
+
+    @property
     def diff_ci(self) -> tuple[float | None, float | None, float | None]:
-        """Our mean minus the compared row's and its Welch 95% interval (low, high)."""
-        if self.against is None:
+        """Our difference from the compared row and its interval at the judgement's level (None: none)."""
+        j = self.judgement
+        if j is None or j.estimate is None:
             return None, None, None
-        return welch_ci(list(self.accs.values()), list(self.against.accs.values()))
+        return (j.estimate.value, *j.estimate.interval(j.level))
 
     @property
     def paper_diff(self) -> float | None:
@@ -64,11 +77,7 @@ class TableRow:
 
     @property
     def verdict(self) -> str | None:
-        """agrees / disagrees / not separated: our interval against the paper's sign (None: nothing to judge)."""
-        if self.expect is None:
-            return None
-        _, low, high = self.diff_ci
-        return verdict(self.expect, low, high)
+        return None if self.judgement is None else self.judgement.verdict
 
     @property
     def status(self) -> str:
@@ -92,6 +101,7 @@ class TableRow:
             "seeds": ",".join(str(s) for s in sorted(self.accs)),
             "vs": self.against.option if self.against else None, "paper_diff": self.paper_diff, "ours_diff": diff,
             "ours_diff_ci_low": low, "ours_diff_ci_high": high, "expect": self.expect, "verdict": self.verdict,
+            **(self.judgement.record() if self.judgement else {}),
             "paper_params_m": self.paper.get("params"), "ours_params_m": self.params,
             "paper_gmacs": self.paper.get("gmacs"), "ours_gmacs": self.gmacs,
             "run_model": run and run.model, "run_params": run and run.params, "status": self.status,
@@ -113,7 +123,8 @@ def empty_rows(spec: dict, scale: str | None) -> list[TableRow]:
             for r in [*spec["rows"], *(at_scale.get("extra_rows") or [])]]
 
 
-def build_rows(spec: dict, setting: Setting, scale: str | None) -> tuple[list[TableRow], list[Duplicate]]:
+def build_rows(spec: dict, setting: Setting, scale: str | None,
+               metric: str = "test/acc1") -> tuple[list[TableRow], list[Duplicate]]:
     """The table's rows from one setting's jobs, and the duplicates among them (same row and seed: one
     is used, the first finished in directory order; the others are listed, never dropped silently)."""
     at_scale = scale_spec(spec, scale) or {}
@@ -130,8 +141,9 @@ def build_rows(spec: dict, setting: Setting, scale: str | None) -> tuple[list[Ta
         used = next((j for j in jobs if j.finished), jobs[0])
         target = by_run[row]
         target.used.append(used)
-        if used.finished:
-            target.accs[seed] = used.acc1
+        if used.finished and used.metric(metric) is not None:
+            target.accs[seed] = used.metric(metric)
+            target.outcomes[seed] = used.outcomes(metric)
         else:
             target.failed.append(used)
         duplicates += [Duplicate(j, used) for j in jobs if j is not used]
@@ -152,15 +164,3 @@ def build_rows(spec: dict, setting: Setting, scale: str | None) -> tuple[list[Ta
             if r is not reference:
                 r.against = by_option[r.paper["vs"]] if "vs" in r.paper else reference
     return rows, duplicates
-
-
-def claim_verdict(rows: list[TableRow]) -> str | None:
-    """The table's answer to its claim: ``reproduces`` when every row with a paper sign (+/-) agrees and none
-    disagrees, ``does not reproduce`` when any row disagrees, ``not shown`` otherwise (rows not separated)."""
-    judged = [r for r in rows if r.verdict is not None]
-    if not judged:
-        return None
-    if any(r.verdict == DISAGREES for r in judged):
-        return "does not reproduce"
-    signed = [r for r in judged if r.expect != "0"]
-    return "reproduces" if all(r.verdict == AGREES for r in signed) else "not shown"
