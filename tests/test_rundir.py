@@ -100,3 +100,12 @@ def test_mark_failed_keeps_a_finished_record(tmp_path, status):
     written = run.mark_failed("killed", ["seed=1"])
     assert (written is None) == (status == "finished")
     assert read_record(tmp_path).status == (status or "failed")
+
+
+def test_a_finished_run_leaves_each_images_outcome_beside_its_record(tiny_run):
+    """outcomes.npz: the test and validation images' top-1 correctness, in loader order (the report's test-set
+    noise); written by the job, in the run directory's layout."""
+    outcomes = RunDir(tiny_run).read_outcomes()
+    record = read_record(tiny_run)
+    assert set(outcomes) == {"val", "test"} and outcomes["test"].dtype == bool and len(outcomes["test"]) > 0
+    assert outcomes["test"].mean() == pytest.approx(record.test_acc1, abs=1e-6)
