@@ -45,8 +45,10 @@ def test_a_killed_runs_record_reads_as_failed_not_running_forever(tmp_path):
 
 
 def test_a_lock_held_by_another_process_is_seen(tmp_path):
-    code = ("import sys, time; from cvt_lab.rundir import RunDir\n"
-            "with RunDir(sys.argv[1]).lock():\n    print('locked', flush=True); time.sleep(30)")
+    # the lock as RunDir.lock takes it (flock on .lock), in a process that needs no cvt_lab to hold it
+    code = ("import fcntl, os, sys, time\n"
+            "fd = os.open(os.path.join(sys.argv[1], '.lock'), os.O_RDWR | os.O_CREAT, 0o644)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(30)")
     proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "locked"

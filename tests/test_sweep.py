@@ -95,7 +95,8 @@ def test_mini_sweep_report(mini, tmp_path, capsys, monkeypatch):
 
     _, sweep, _ = mini
     monkeypatch.chdir(ROOT)
-    assert main([str(sweep), "--out", str(tmp_path)]) == 0
+    # no pre-registration: its registered sweep would be composed to label the table, which is test_prereg's part
+    assert main([str(sweep), "--out", str(tmp_path), "--prereg-dir", str(tmp_path / "no-prereg")]) == 0
     md = (tmp_path / "table5.md").read_text()
     assert (tmp_path / "table5.csv").is_file() and (tmp_path / "table5.png").stat().st_size > 0
     lines = {line.split("|")[2].strip(): line for line in md.splitlines() if line.startswith("| ") and "`" in line}
