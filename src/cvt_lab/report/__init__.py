@@ -54,8 +54,8 @@ def incomplete_note(running: list[Job]) -> str:
     if not running:
         return ""
     listed = "; ".join(f"`{j.run_dir}` (row {j.row}, seed {j.seed})" for j in running)
-    return (f"**Incomplete: {len(running)} job{'s' if len(running) != 1 else ''} still running**, not counted "
-            f"below: {listed}. Report again once the sweep has ended.\n\n")
+    return (f"**Incomplete: {len(running)} job{'s' if len(running) != 1 else ''} still running**, counted in no "
+            f"row yet: {listed}. Report again once the sweep has ended.\n\n")
 
 
 def experiment_sweep_dir(name: str, scale: str, sweeps: Path) -> Path:

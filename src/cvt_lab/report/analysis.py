@@ -105,10 +105,11 @@ def analyse(sweep_dir: Path, table: str | None = None, paper_tables: Path | None
         raise ValueError(f"none of the {len(jobs)} jobs under {sweep_dir} belongs to a row of {table} (its rows: "
                          f"{', '.join(sorted(map(str, runs)))}; the jobs' rows: {', '.join(found)}): pick the table "
                          "they ran with --table, or the sweep of this table")
-    # Jobs still running are neither results nor failures yet: listed apart, and the table says it is incomplete.
+    # Jobs still running are no results yet: their rows say so (rows.TableRow.status), and the report opens by
+    # saying the table is incomplete (report.incomplete_note).
     a.running = [j for j in jobs if j.running]
-    in_table = [j for j in jobs if j.row in runs and not j.running]
-    a.other = [j for j in jobs if j.row not in runs and not j.running]
+    in_table = [j for j in jobs if j.row in runs]
+    a.other = [j for j in jobs if j.row not in runs]
     for s in settings(in_table, spec["row_keys"]) or [Setting([], [])]:
         rows, duplicates = build_rows(spec, s, meta["scale"], a.metric)
         section = Section(s, rows, duplicates)
