@@ -10,7 +10,7 @@ SCALE      ?= cpu
 EXP        ?= ablation_pos_embed
 ARGS       ?=
 
-.PHONY: help install run test lint bench table2 table4 sweep report reports clean
+.PHONY: help install run test test-fast lint bench table2 table4 sweep report reports clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9_%-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -30,8 +30,11 @@ run: $(STAMP)  ## the main job: train cvt_tiny on the bundled digits (CPU, offli
 # Most tests run one single-threaded job (many in a subprocess): two processes keep both cores busy.
 TEST_WORKERS ?= 2
 
-test: $(STAMP)  ## the whole test suite (TEST_WORKERS=2 processes; TEST_WORKERS=0: in this process)
+test: $(STAMP)  ## the whole test suite, what CI runs (TEST_WORKERS=2 processes; TEST_WORKERS=0: in this process)
 	$(PY) -m pytest -n $(TEST_WORKERS)
+
+test-fast: $(STAMP)  ## the edit loop: the suite less its end-to-end tests (CLI subprocesses, DDP, sweeps, packaging)
+	$(PY) -m pytest -n $(TEST_WORKERS) -m "not slow"
 
 lint: $(STAMP)  ## ruff check (configured in pyproject.toml) over src/, tests/ and benchmarks/
 	$(PY) -m ruff check src tests benchmarks

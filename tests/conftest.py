@@ -46,32 +46,58 @@ def read_results(run_dir: Path) -> dict:
     return json.loads((Path(run_dir) / "results.json").read_text())
 
 
-# A few batches of the default digits run: seconds, not minutes.
-QUICK = ("recipe.epochs=1", "trainer.limit_train_batches=3", "trainer.enable_progress_bar=false")
-# One epoch of two batches of synthetic data, for tests that train in-process.
-TINY = ("data=synthetic", "data.num_samples=64", "recipe.batch_size=16", "recipe.epochs=1",
-        "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
-        "trainer.enable_progress_bar=false")
+# Quick runs are config (conf/debug/): a few batches of the default digits run, or one epoch of two batches of
+# synthetic data for tests that train in-process.
+QUICK = ("debug=quick",)
+TINY = ("debug=tiny",)
 
 
 def compose_config(*overrides: str, hydra: bool = False):
-    """The app's config for ``overrides``, as the task gets it. ``hydra=True`` also sets Hydra's runtime config
-    (experiments read ``${hydra:runtime.choices...}``) and returns ``(cfg, composed)``, ``composed`` with
-    its ``hydra`` node."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
+    """The app's config for ``overrides``, as the task gets it (:func:`cvt_lab.compose.compose`)."""
+    from cvt_lab.compose import compose
 
-    from cvt_lab.config import register_configs
-    from cvt_lab.paths import config_dir
+    return compose(*overrides, hydra=hydra)
 
-    register_configs()
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=list(overrides), return_hydra_config=hydra)
-    if not hydra:
-        return cfg
-    HydraConfig.instance().set_config(cfg)
-    task_cfg = cfg.copy()
-    with open_dict(task_cfg):
-        del task_cfg["hydra"]
-    return task_cfg, cfg
+
+def shared_dir(tmp_path_factory, worker_id: str, name: str, make) -> Path:
+    """A directory made once per test session by ``make(path)`` and shared by every xdist worker (the first makes
+    it under a lock, the others wait for it and reuse it). Tests must not modify it: copy it first."""
+    from contextlib import nullcontext
+
+    from filelock import FileLock
+
+    if worker_id == "master":
+        root, lock = tmp_path_factory.getbasetemp(), nullcontext()
+    else:  # the session's directory, above each worker's own
+        root = tmp_path_factory.getbasetemp().parent
+        lock = FileLock(root / f"{name}.lock")
+    path = root / name
+    with lock:
+        if not (path / ".made").is_file():
+            make(path)
+            (path / ".made").touch()
+    return path
+
+
+def _tiny_run(path: Path) -> None:
+    from cvt_lab.job import run
+
+    assert run(compose_config(*TINY), path, overrides=list(TINY)).status == "finished"
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, worker_id) -> Path:
+    """A finished ``debug=tiny`` run (in-process; cvt_tiny at 32 px, 10 synthetic classes): its directory."""
+    return shared_dir(tmp_path_factory, worker_id, "tiny_run", _tiny_run)
+
+
+@pytest.fixture(scope="session")
+def digits_cli_run(tmp_path_factory, worker_id) -> tuple[Path, str]:
+    """The default run (``debug=quick``) through the real CLI in a subprocess: its directory and stdout."""
+    def make(path: Path) -> None:
+        proc = run_cli(*QUICK, run_dir=path)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "stdout.txt").write_text(proc.stdout)
+
+    path = shared_dir(tmp_path_factory, worker_id, "digits_cli_run", make)
+    return path, (path / "stdout.txt").read_text()

@@ -251,9 +251,7 @@ def test_loop_profiler_shares(tmp_path):
 def test_training_loop_is_timed_by_a_lightning_profiler(tmp_path):
     """The job composed as the CLI composes it, with the profiler given to its Trainer: a few steps."""
     timings = tmp_path / "timings.json"
-    run_timed(["data=synthetic", "data.num_samples=64", "recipe.batch_size=16", "recipe.epochs=1",
-               "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
-               "trainer.enable_progress_bar=false"], tmp_path / "run", timings, launched=time.time())
+    run_timed(["debug=tiny"], tmp_path / "run", timings, launched=time.time())
     stats = json.loads(timings.read_text())
     assert (stats["epochs"], stats["steps"]) == (1, 2)
     assert stats["step_s"] > 0 and stats["validation_s"] > 0 and stats["test_s"] > 0 and stats["first_step_s"] > 0

@@ -219,3 +219,18 @@ def test_loader_benchmark_reports_images_per_second_per_worker_count(tmp_path):
     report = bench_loader(tmp_path, workers=[0], batch_size=2, image_size=16, batches=2, sample_images=2)
     assert set(report["loader"]) == {"uint8", "float"} and report["loader"]["uint8"]["0"]["images_per_s"] > 0
     assert set(report["per_image_ms"]) == {"decode", "transform_uint8", "transform_float"}
+
+
+def test_an_image_folder_with_another_class_count_is_refused(tmp_path):
+    """A 3-class folder with data.num_classes=1000 (imagefolder's default) would train to chance with a
+    1000-class head: refused with the count to give."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for cls in ("cat", "dog", "fox"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(tmp_path / split / cls / "a.png")
+    dm = ImageFolderDataModule(name="imagefolder", root=str(tmp_path), num_classes=1000, image_size=16)
+    with pytest.raises(ValueError, match=r"holds 3 classes \(cat, dog, fox\) and data.num_classes=1000: give "
+                                         r"data.num_classes=3"):
+        dm.setup("fit")
+    ImageFolderDataModule(name="imagefolder", root=str(tmp_path), num_classes=3, image_size=16).setup("fit")

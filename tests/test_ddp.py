@@ -21,6 +21,8 @@ from hydra.utils import instantiate
 
 from cvt_lab.data.base import EpochRandomSampler, SeededSampler
 
+pytestmark = pytest.mark.slow  # end to end: make test-fast leaves it out
+
 TESTS = Path(__file__).resolve().parent
 DDP = ("trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true")
 # 2 epochs of 4 steps (34 samples a rank, batches of 8, Mixup drops the last); a val/test split of 17 (9 + 8)

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import stat
 
 import pytest
 import torch
@@ -129,3 +131,39 @@ def test_convert_writes_safetensors(tmp_path, capsys):
     assert "stage0.patch_embed.proj.weight" in load_file(tmp_path / "released.safetensors")
     reloaded = create_model("cvt_tiny", num_classes=10, checkpoint=tmp_path / "released.safetensors").eval()
     assert torch.equal(logits(reloaded, 32), logits(model.eval(), 32))
+
+
+def test_export_never_overwrites_silently_and_writes_ordinary_permissions(tmp_path, capsys):
+    make_run(tmp_path / "run")
+    out = tmp_path / "m.safetensors"
+    out.write_bytes(b"someone's file")
+    assert main(["export", str(tmp_path / "run"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "exists" in err and "--overwrite" in err and len(err.strip().splitlines()) == 1
+    assert out.read_bytes() == b"someone's file"
+    old = os.umask(0o022)
+    try:
+        assert main(["export", str(tmp_path / "run"), "--out", str(out), "--overwrite"]) == 0
+        assert main(["convert", str(out), str(tmp_path / "released.pth")]) == 0
+        assert main(["convert", str(out), str(tmp_path / "released.pth")]) == 2  # convert refuses too
+    finally:
+        os.umask(old)
+    for path in (out, tmp_path / "released.pth"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+
+
+def test_export_of_a_plain_state_dict_infers_its_input_channels(tmp_path):
+    model = randomize(create_model("cvt_tiny", num_classes=7, in_chans=1))
+    plain = tmp_path / "plain.pth"
+    torch.save(model.state_dict(), plain)
+    rebuilt = model_from(plain, model="cvt_tiny")
+    assert rebuilt.in_chans == 1 and rebuilt.num_classes == 7
+    x = torch.randn(2, 1, 32, 32)
+    assert torch.equal(rebuilt(x), model.eval()(x))
+
+
+def test_the_transformers_export_covers_every_per_stage_argument():
+    from cvt_lab.checkpoint.exports import TRANSFORMERS_STAGE_ARGS
+    from cvt_lab.models.spec import STAGE_ARG_NAMES
+
+    assert sorted(TRANSFORMERS_STAGE_ARGS) == sorted(STAGE_ARG_NAMES)

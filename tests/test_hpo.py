@@ -26,6 +26,7 @@ def test_objective_is_the_returned_float_and_the_record_otherwise():
     assert compose_config("hparams_search=cvt_tiny_optuna").objective == "val/acc1"
 
 
+@pytest.mark.slow  # end to end: make test-fast leaves it out
 def test_optuna_search_of_three_trials_reports_the_best_and_fails_on_failed_trials(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="the hpo extra (hydra-optuna-sweeper)")
     # The batch size is searched too: 0 is refused before anything is built, so that trial fails at once; the

@@ -16,7 +16,7 @@ from test_checkpoint import (  # skips this module too where transformers is mis
 
 from cvt_lab import create_model
 from cvt_lab.checkpoint import hub, load_state, main
-from cvt_lab.train import JobError, as_job_error
+from cvt_lab.errors import JobError, as_job_error
 
 transformers = pytest.importorskip("transformers")
 
@@ -79,3 +79,13 @@ def test_bad_spec(spec):
 def test_spec_identity_needs_no_network():
     assert hub.spec_id("hf-hub:microsoft/cvt-13") == hub.spec_id("hf-hub:microsoft/cvt-13@main")
     assert hub.spec_id("hf-hub:microsoft/cvt-13") != hub.spec_id("hf-hub:microsoft/cvt-21")
+
+
+def test_timm_pretrained_offline_is_one_message(hub_cache):
+    """timm's pretrained=True for a repository the offline cache does not hold: one message, as hf-hub: gives."""
+    with pytest.raises(FileNotFoundError) as info:
+        timm.create_model("cvt_tiny", pretrained=True, pretrained_cfg_overlay=dict(hf_hub_id="cvt-lab-tests/absent"))
+    message = str(info.value)
+    assert message.startswith("cvt_lab: timm.create_model('cvt_tiny', pretrained=True)")
+    assert "hf-hub:cvt-lab-tests/absent" in message and "HF_HUB_OFFLINE is set" in message and "\n" not in message
+    assert info.value.__cause__ is None and info.value.__suppress_context__

@@ -233,3 +233,23 @@ def test_levers_keep_the_fp32_logits_and_gradients(lever):
     assert (fast - plain).abs().max().item() <= 1e-4
     for name, grad in fast_grads.items():
         torch.testing.assert_close(grad, plain_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_cvt_config_schema_and_export_derive_their_arguments_from_one_specification():
+    import dataclasses
+    import inspect
+
+    from cvt_lab.config import ModelConfig
+    from cvt_lab.models import CvT
+    from cvt_lab.models.spec import CONSTRUCTOR_ARGS, FACTORY_KEYS, STAGE_ARG_NAMES
+
+    signature = inspect.signature(CvT.__init__).parameters
+    assert [n for n in signature if n != "self"] == [a.name for a in CONSTRUCTOR_ARGS]
+    for arg in CONSTRUCTOR_ARGS:
+        assert signature[arg.name].default == arg.default, arg.name
+    schema = [f.name for f in dataclasses.fields(ModelConfig)]
+    assert schema == [*FACTORY_KEYS, *(a.name for a in CONSTRUCTOR_ARGS)]
+    model = CvT(depths=[1], dims=[16], heads=[1], embed_kernel=3, embed_stride=2, embed_padding=1, cls_token=True,
+                drop_path=0.0, img_size=8, num_classes=3)
+    assert set(model.stage_args) == set(STAGE_ARG_NAMES)
+    assert list(model.constructor_args()) == [a.name for a in CONSTRUCTOR_ARGS]

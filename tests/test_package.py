@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import cli_env
 
+pytestmark = pytest.mark.slow  # end to end: make test-fast leaves it out
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -30,6 +32,8 @@ def test_wheel_carries_every_config(unpacked_wheel):
     in_repo = {p.relative_to(ROOT / "conf") for p in (ROOT / "conf").rglob("*.yaml")}
     assert shipped == in_repo
     assert (unpacked_wheel / "cvt_lab" / "experiments" / "paper_tables.yaml").is_file()  # for cvt_lab.report
+    shipped_bench = {p.name for p in (unpacked_wheel / "cvt_lab" / "experiments" / "bench").glob("*.json")}
+    assert shipped_bench == {p.name for p in (ROOT / "experiments" / "bench").glob("*.json")}  # the plan's defaults
     assert (unpacked_wheel / "hydra_plugins" / "cvt_lab_launcher").is_dir()  # launcher=cpu_parallel / gpus
 
 

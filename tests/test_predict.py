@@ -13,17 +13,15 @@ from hydra.errors import ConfigCompositionException
 from PIL import Image
 
 from cvt_lab.module import ImageClassifier
-from cvt_lab.train import run
+from cvt_lab.job import run
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A tiny run on synthetic data (16 px, 10 classes): its directory."""
-    run_dir = tmp_path_factory.mktemp("run")
-    assert run(compose_config(*TINY, "model.img_size=16"), run_dir).status == "finished"
-    return run_dir
+@pytest.fixture
+def trained(tiny_run):
+    """A tiny run on synthetic data (32 px, 10 classes; the session's, conftest.tiny_run): its directory."""
+    return tiny_run
 
 
 def test_load_from_checkpoint_rebuilds_the_model(trained):
@@ -31,9 +29,9 @@ def test_load_from_checkpoint_rebuilds_the_model(trained):
     from cvt_lab.models import create_model
 
     module = ImageClassifier.load_from_checkpoint(trained / "checkpoints" / "last.ckpt")
-    reference = create_model("cvt_tiny", num_classes=10, img_size=16).eval()
+    reference = create_model("cvt_tiny", num_classes=10).eval()
     load_checkpoint(reference, trained / "checkpoints" / "last.ckpt")
-    x = torch.randn(2, 3, 16, 16)
+    x = torch.randn(2, 3, 32, 32)
     assert torch.equal(module.eval()(x), reference(x))
     assert module.hparams.num_classes == 10 and module.recipe.name == "cpu"
 
@@ -47,7 +45,7 @@ def test_predict_writes_top_k_per_image(trained, tmp_path):
     (images / "notes.txt").write_text("not an image")
     out = tmp_path / "predict"
     cfg = compose_config("mode=predict", f"data.root={images}", f"checkpoint={trained}", "data=imagefolder",
-                         "data.num_classes=10", "data.num_workers=0", "model.img_size=16", "predict.top_k=3",
+                         "data.num_classes=10", "data.num_workers=0", "predict.top_k=3",
                          "trainer.enable_progress_bar=false")
     assert run(cfg, out).status == "finished"
     rows = list(csv.DictReader((out / "predictions.csv").open()))
@@ -69,7 +67,7 @@ def test_every_trainer_argument_is_accepted_and_a_misspelled_one_refused():
 
 
 def test_trainer_arguments_at_lightning_defaults_leave_the_identity_alone():
-    from cvt_lab.results import identity_of
+    from cvt_lab.identity import identity_of
 
     default, _ = identity_of(compose_config())
     assert identity_of(compose_config("trainer.inference_mode=true"))[0] == default  # Lightning's default
@@ -80,7 +78,7 @@ def test_trainer_arguments_at_lightning_defaults_leave_the_identity_alone():
 def test_trainer_arguments_at_lightning_defaults_leave_lightnings_environment_defaults_working(monkeypatch):
     from hydra.utils import instantiate
 
-    from cvt_lab.train import trainer_node
+    from cvt_lab.building import trainer_node
 
     node = trainer_node(compose_config("trainer.val_check_interval=0.5"))
     assert node.val_check_interval == 0.5 and "profiler" not in node and node.max_epochs is not None
@@ -93,3 +91,24 @@ def test_trainer_arguments_reach_the_trainer(tmp_path):
     assert run(cfg, tmp_path).status == "finished"
     metrics = list(csv.DictReader((tmp_path / "csv" / "version_0" / "metrics.csv").open()))
     assert sum(bool(m.get("val/acc1")) for m in metrics) == 2  # twice in an epoch of two batches
+
+
+def test_predict_skips_an_unreadable_image_with_one_line_and_predicts_the_rest(trained, tmp_path, caplog):
+    import logging
+
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "c.png"):
+        Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(images / name)
+    (images / "b.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")  # cut short
+    out = tmp_path / "predict"
+    cfg = compose_config("mode=predict", f"data.root={images}", f"checkpoint={trained}", "data=imagefolder",
+                         "data.num_classes=10", "data.num_workers=0", "recipe.batch_size=2",
+                         "trainer.enable_progress_bar=false")
+    with caplog.at_level(logging.WARNING, logger="cvt_lab.predict"):
+        assert run(cfg, out).status == "finished"
+    rows = list(csv.DictReader((out / "predictions.csv").open()))
+    assert [r["path"] for r in rows] == ["a.png", "c.png"]
+    warned = [r.getMessage() for r in caplog.records if "b.jpg" in r.getMessage()]
+    assert len(warned) == 1 and "unreadable image" in warned[0] and "\n" not in warned[0]

@@ -21,7 +21,9 @@ from lightning.pytorch.callbacks import (
 )
 
 from cvt_lab.callbacks import RequeueBetweenSteps
-from cvt_lab.train import JobError, build_callbacks, resume_checkpoint
+from cvt_lab.building import build_callbacks
+from cvt_lab.errors import JobError
+from cvt_lab.job import resume_checkpoint
 
 
 
@@ -61,7 +63,7 @@ def test_resume_takes_the_newest_readable_checkpoint_step_and_hpc_ones_too(tmp_p
     assert resume_checkpoint(cfg, tmp_path) == str(hpc)
     hpc.write_bytes(b"cut short")
     os.utime(hpc, (400, 400))
-    with caplog.at_level(logging.WARNING, logger="cvt_lab.train"):
+    with caplog.at_level(logging.WARNING, logger="cvt_lab.rundir"):
         assert resume_checkpoint(cfg, tmp_path) == str(step)
     assert "hpc_ckpt_1.ckpt cannot be read" in caplog.text
 

@@ -509,6 +509,9 @@ def test_a_sweep_in_progress_shows_running_jobs_and_is_incomplete(tmp_path, no_m
     d.mkdir(parents=True)
     (d / "results.json").write_text(json.dumps({"status": "running", "seed": 1, "overrides": [
         "model/kv_stride=stride2", "seed=1"], "experiment": {"table": "table7", "row": "stride2"}}))
-    md = report(sweep, tmp_path / "out")["md"].read_text()
+    from cvt_lab.rundir import RunDir
+
+    with RunDir(d).lock():  # a running job's process owns its directory (a record nobody owns is a killed run's)
+        md = report(sweep, tmp_path / "out")["md"].read_text()
     assert "row b (stride2): running seeds [1]" in md and "failed seed 1" not in md
     assert "**Exploratory: claim incomplete at this scale**" in md

@@ -1,4 +1,4 @@
-"""The run record (cvt_lab.results) and what a run does with its directory (cvt_lab.train.run), in-process."""
+"""The run record (cvt_lab.results) and what a run does with its directory (cvt_lab.job.run), in-process."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from omegaconf import OmegaConf
 from cvt_lab.results import (RESULTS_FILE, OutputDirCheck, RunDirBusy, RunDirError, RunRecord, checkpoint_id,
                              differences, identity_of, job_dirname, mark_failed, read_record, run_lock, unwritable,
                              write_record)
-from cvt_lab.train import JobError, RunDirTaken, run
+from cvt_lab.errors import JobError, RunDirTaken
+from cvt_lab.job import run
 
 FLAT_KEYS = {"status", "mode", "test/acc1", "test/acc5", "val/acc1", "val/acc5", "test/loss", "params", "macs",
              "image_size", "epochs", "steps", "wall_s", "startup_s", "seed", "model", "data", "recipe", "precision",
@@ -157,13 +158,11 @@ def test_differences_name_the_changed_keys_only():
 # --------------------------------------------------------------------------------- a run and its directory
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """A finished tiny run (in-process): its directory and its record."""
-    run_dir = tmp_path_factory.mktemp("finished")
-    record = run(compose_config(*TINY), run_dir, overrides=list(TINY))
-    assert record.status == "finished" and record.identity
-    return run_dir
+@pytest.fixture
+def finished(tiny_run):
+    """A finished tiny run (the session's, conftest.tiny_run): its directory, not to be modified."""
+    assert read_record(tiny_run).status == "finished" and read_record(tiny_run).identity
+    return tiny_run
 
 
 @pytest.fixture
@@ -213,7 +212,7 @@ def test_truncated_last_checkpoint_falls_back_to_the_newest_readable(copy_of, ca
     record = read_record(copy_of)
     record.status = "running"  # killed while writing last.ckpt
     write_record(copy_of, record)
-    with caplog.at_level(logging.WARNING, logger="cvt_lab.train"):
+    with caplog.at_level(logging.WARNING, logger="cvt_lab.rundir"):
         resumed = run(compose_config(*TINY), copy_of)
     assert resumed.status == "finished" and resumed.epochs == 1
     assert "last.ckpt cannot be read" in caplog.text and "epoch000.ckpt" in caplog.text
@@ -246,14 +245,14 @@ def test_a_failure_that_cannot_be_recorded_says_why(tmp_path, monkeypatch):
     """The run directory turns read-only mid-run: the checkpoint cannot be saved, nor the failure recorded."""
     import lightning.pytorch as pl
 
-    import cvt_lab.train as train
+    import cvt_lab.rundir as rundir
 
     def read_only(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
     writes = []
-    real_write = train.write_record
-    monkeypatch.setattr(train, "write_record", lambda *a: read_only() if writes else writes.append(real_write(*a)))
+    real_write = rundir.write_record
+    monkeypatch.setattr(rundir, "write_record", lambda *a: read_only() if writes else writes.append(real_write(*a)))
     monkeypatch.setattr(pl.Trainer, "save_checkpoint", read_only)
     with pytest.raises(PermissionError) as failed:
         run(compose_config(*TINY), tmp_path)

@@ -20,9 +20,7 @@ import pytest
 from conftest import compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = ["data=synthetic", "data.num_samples=64", "recipe.epochs=1", "recipe.batch_size=16",
-        "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
-        "trainer.enable_progress_bar=false", "logger=csv"]
+FAST = ["debug=tiny", "logger=csv"]
 
 
 def env() -> dict[str, str]:
@@ -91,16 +89,21 @@ def test_pooled_jobs_time_themselves_from_their_own_start(mini):
 
 
 @pytest.mark.slow
-def test_mini_sweep_report(mini, tmp_path):
+def test_mini_sweep_report(mini, tmp_path, capsys, monkeypatch):
+    """The report's command line in-process (a subprocess adds only its start-up; test_report covers the rest)."""
+    from cvt_lab.report.__main__ import main
+
     _, sweep, _ = mini
-    proc = cli("cvt_lab.report", str(sweep), "--out", str(tmp_path), cwd=ROOT)
+    monkeypatch.chdir(ROOT)
+    # no pre-registration: its registered sweep would be composed to label the table, which is test_prereg's part
+    assert main([str(sweep), "--out", str(tmp_path), "--prereg-dir", str(tmp_path / "no-prereg")]) == 0
     md = (tmp_path / "table5.md").read_text()
     assert (tmp_path / "table5.csv").is_file() and (tmp_path / "table5.png").stat().st_size > 0
     lines = {line.split("|")[2].strip(): line for line in md.splitlines() if line.startswith("| ") and "`" in line}
     assert "79.8" in lines["`deit_s`"] and "failed seed 0" in lines["`deit_s`"] and "divisible" in lines["`deit_s`"]
     assert "81.5" in lines["`every`"] and "ok" in lines["`every`"].split("|")[-2]
     assert "missing seeds [0]" in lines["`none`"]  # rows of the table that were not run
-    assert "Failed or missing" in md and "wrote" in proc.stdout
+    assert "Failed or missing" in md and "wrote" in capsys.readouterr().out
 
 
 @pytest.mark.slow

@@ -12,7 +12,8 @@ from conftest import TINY, compose_config
 from test_train import wandb_records
 
 from cvt_lab.loggers import stored_run_id
-from cvt_lab.train import JobError, run
+from cvt_lab.errors import JobError
+from cvt_lab.job import run
 
 pytest.importorskip("wandb", reason="the wandb extra")
 pytestmark = pytest.mark.slow

@@ -4,7 +4,7 @@ inside by a Lightning profiler given to its Trainer (no patching of Lightning or
     python -m benchmarks.cvt_bench.loop --timings FILE --run-dir DIR [OVERRIDES...]   # one timed run
 
 The child composes the config with Hydra's compose API as the CLI does, adds ``trainer.profiler``
-(:class:`LoopProfiler`) and runs :func:`cvt_lab.train.run`. Start-up is the time from launching the process
+(:class:`LoopProfiler`) and runs :func:`cvt_lab.job.run`. Start-up is the time from launching the process
 to the first training step; data wait the time Lightning spends fetching training batches; step time the
 time of ``run_training_batch`` (forward, backward, optimizer); validation and test the time between their
 ``on_*_start`` and ``on_*_end`` hooks.
@@ -88,20 +88,12 @@ class LoopProfiler(Profiler):
 def run_timed(overrides: list[str], run_dir: Path, timings: Path, launched: float) -> None:
     """Compose the config as ``python -m cvt_lab OVERRIDES`` does, give its Trainer a :class:`LoopProfiler`
     and run the job (its results land in ``run_dir``, as the CLI's do)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict, read_write
+    from omegaconf import open_dict
 
-    from cvt_lab.config import register_configs
-    from cvt_lab.paths import config_dir
-    from cvt_lab.train import run
+    from cvt_lab.compose import compose
+    from cvt_lab.job import run
 
-    register_configs()
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose("config", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)  # experiment configs read ${hydra:runtime.choices...}
-    with read_write(cfg), open_dict(cfg):  # what Hydra hands a job: the config without its own node
-        del cfg["hydra"]
+    cfg, _ = compose(*overrides, hydra=True)  # as the CLI composes it, Hydra's runtime config set
     with open_dict(cfg.trainer):  # a Trainer argument the schema leaves out: for this benchmark only
         cfg.trainer.profiler = {"_target_": PROFILER_TARGET, "out": str(timings), "launched": launched}
     run(cfg, run_dir, overrides, started=launched)

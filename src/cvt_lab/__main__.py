@@ -21,12 +21,14 @@ from typing import Any
 
 import hydra
 import lightning.pytorch  # noqa: F401  imported before Hydra configures logging, so conf/config.yaml's levels apply
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from cvt_lab.config import register_configs
-from cvt_lab.exits import BAD_INPUT, FAILED, Exit
+from cvt_lab.compose import VERSION_BASE, register_configs
+from cvt_lab.errors import (EXIT_BAD_INPUT, EXIT_FAILED, Exit, JobError, JobFailed, RunInterrupted, as_job_error,
+                            exit_code_of, message_of)
 from cvt_lab.paths import config_dir
 from cvt_lab.results import RunRecord
+from cvt_lab.rundir import RunDir
 
 log = logging.getLogger("cvt_lab")
 
@@ -72,12 +74,7 @@ def save_config_snapshot(cfg: DictConfig, run_dir: Path) -> None:
     (``hydra.output_subdir`` is null): a refused rerun never overwrites the snapshot of the run that is there."""
     from hydra.core.hydra_config import HydraConfig
 
-    out = run_dir / ".hydra"
-    out.mkdir(parents=True, exist_ok=True)
-    hydra_cfg = HydraConfig.instance().cfg
-    OmegaConf.save(cfg, out / "config.yaml")
-    OmegaConf.save(hydra_cfg, out / "hydra.yaml")
-    OmegaConf.save(hydra_cfg.hydra.overrides.task, out / "overrides.yaml")
+    RunDir(run_dir).save_config(cfg, HydraConfig.instance().cfg)
 
 
 class Task:
@@ -102,7 +99,7 @@ class Task:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 
-        from cvt_lab.train import JobError, JobFailed, as_job_error, message_of, run
+        from cvt_lab.job import run
 
         started = self.started if self.first_job else time.time()
         self.first_job = False
@@ -115,7 +112,7 @@ class Task:
         except Exception as e:  # every failure is reported; see the docstring
             error = as_job_error(e)
             bad_input, message = isinstance(error, JobError), message_of(error)
-            if bad_input:
+            if bad_input or isinstance(error, RunInterrupted):
                 log.error("error: %s", message)
             else:
                 log.error("job failed", exc_info=error)
@@ -123,7 +120,7 @@ class Task:
                 raise JobFailed(message) from None
             print(f"error: {message}", file=sys.stderr)
             print(f"run directory: {run_dir}")
-            raise Exit(BAD_INPUT if bad_input else FAILED) from None
+            raise Exit(exit_code_of(error)) from None
         print(summary(record))
         print(f"run directory: {run_dir}")
         return result
@@ -177,17 +174,17 @@ def main() -> None:
     problem = missing_plugin(sys.argv[1:]) or unshared_run_dir(sys.argv[1:])
     if problem is not None:
         print(f"error: {problem}", file=sys.stderr)
-        raise Exit(BAD_INPUT)
+        raise Exit(EXIT_BAD_INPUT)
     register_configs()
     task = Task(started)
     # A bound method, not the instance: Hydra names the job (and its log file) after the function's file.
-    app = hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(task.__call__)
+    app = hydra.main(config_path=str(config_dir()), config_name="config", version_base=VERSION_BASE)(task.__call__)
     try:
         app()
     except Exit:
         raise
     except SystemExit as e:  # Hydra refused the command line or config (it printed why): bad input
-        raise SystemExit(BAD_INPUT if e.code == FAILED else e.code) from None
+        raise SystemExit(EXIT_BAD_INPUT if e.code == EXIT_FAILED else e.code) from None
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Typed schemas for the Hydra configs: a misspelled key or a wrong type fails at start-up.
 
-Each dataclass mirrors what its config group builds; ``ModelConfig`` mirrors :class:`cvt_lab.models.CvT`'s
-constructor one-to-one (a test keeps them in step), plus ``name``, ``compile`` and ``compile_mode``, which the
-factory uses.
+Each dataclass mirrors what its config group builds; ``ModelConfig`` is derived from the specification of
+:class:`cvt_lab.models.CvT`'s arguments (:mod:`cvt_lab.models.spec`), plus ``name``, ``compile`` and
+``compile_mode``, which the factory uses.
 """
 
 from __future__ import annotations
@@ -14,37 +14,7 @@ from typing import Any
 
 from omegaconf import II, MISSING
 
-
-@dataclass
-class ModelConfig:
-    _target_: str = "cvt_lab.models.build_cvt"
-    name: str = MISSING
-    compile: bool = False  # torch.compile the model in place (training and evaluation)
-    compile_mode: str | None = None  # torch.compile mode, e.g. reduce-overhead (CUDA graphs); set: compiles too
-    num_classes: int = 1000
-    in_chans: int = 3
-    img_size: int = 224
-    depths: list[int] = MISSING
-    dims: list[int] = MISSING
-    heads: list[int] = MISSING
-    embed_type: list[str] = MISSING
-    embed_kernel: list[int] = MISSING
-    embed_stride: list[int] = MISSING
-    embed_padding: list[int] = MISSING
-    proj: list[str] = MISSING
-    proj_kernel: list[int] = MISSING
-    q_stride: list[int] = MISSING
-    kv_stride: list[int] = MISSING
-    pos_embed: list[bool] = MISSING
-    cls_token: list[bool] = MISSING
-    mlp_ratio: list[float] = MISSING
-    qkv_bias: list[bool] = MISSING
-    drop_path: list[float] = MISSING
-    act: str = "quick_gelu"
-    attn_scale: str = "dim"
-    drop_rate: float = 0.0
-    attn_drop_rate: float = 0.0
-    norm_eps: float = 1e-5
+from cvt_lab.models.spec import ModelConfig  # derived from the per-stage specification of CvT's arguments
 
 
 @dataclass
@@ -180,7 +150,7 @@ def trainer_args_at_lightning_defaults() -> dict[str, Any]:
     """Every other argument of ``lightning.pytorch.Trainer.__init__`` at Lightning's own default, read from its
     signature, so the schema accepts any real Trainer argument (``trainer.val_check_interval=0.5``,
     ``trainer.profiler=simple``) and still refuses a misspelled one. Left at these values they are not part of
-    a run's identity (:func:`cvt_lab.results.identity_of`): runs keep the identity they had before."""
+    a run's identity (:func:`cvt_lab.identity.identity_of`): runs keep the identity they had before."""
     from lightning.pytorch import Trainer
 
     own = {f.name for f in fields(_TrainerDefaults)} | TRAINER_ARGS_SET_BY_JOB
@@ -212,6 +182,10 @@ def trainer_config() -> type:
 def __getattr__(name: str) -> Any:
     if name == "TrainerConfig":
         return trainer_config()
+    if name == "register_configs":  # its home is cvt_lab.compose (which needs the identity, a layer above)
+        import importlib
+
+        return importlib.import_module("cvt_lab.compose").register_configs
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -271,20 +245,3 @@ class Config:
     # Not part of the run identity (the settings it registers are). make tableN sets it.
     prereg: str | None = None
     predict: PredictConfig = field(default_factory=PredictConfig)
-
-
-def register_configs() -> None:
-    """Register the schemas with Hydra's ConfigStore and cvt_lab's config resolvers (called before the app
-    composes its config, and in every process that runs a job)."""
-    from hydra.core.config_store import ConfigStore
-    from omegaconf import OmegaConf
-
-    from cvt_lab.results import job_dirname
-
-    trainer_config()  # Config's trainer schema, built from Lightning's signature
-    cs = ConfigStore.instance()
-    cs.store(name="config_schema", node=Config)
-    cs.store(group="data", name="digits_canvas_schema", node=DigitsCanvasConfig)
-    OmegaConf.register_new_resolver("cvt_lab.canvas_classes", canvas_classes, replace=True)
-    # Sweep job directories: the overrides, plus a short id of the checkpoint's contents (conf/config.yaml).
-    OmegaConf.register_new_resolver("cvt_lab.job_dirname", job_dirname, replace=True)

@@ -6,7 +6,8 @@ The model is built from the config (``model=``, ``data.num_classes``) and loads 
 :func:`cvt_lab.checkpoint.load_checkpoint` reads, or a run directory (its ``checkpoints/last.ckpt``). Images
 go through the evaluation transform of file datasets (timm's: resize to image size / crop_pct, centre crop,
 ImageNet mean and std), so predictions match what ``mode=eval`` measures on an image folder. Lightning's
-``trainer.predict`` runs the batches; a prediction writer appends each batch's rows as it is done.
+``trainer.predict`` runs the batches; a prediction writer appends each batch's rows as it is done. An image that
+cannot be read is skipped with one line (as training does), and the others are predicted.
 
 CSV columns: ``path`` (relative to ``data.root``), then ``class_1, prob_1, ..., class_k, prob_k`` (class indices
 as the model was trained: for an image folder, the sorted class directory names' order).
@@ -29,24 +30,53 @@ from timm.data import create_transform
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from cvt_lab.results import RunRecord
+from cvt_lab.building import image_size_of, model_from_config, module_from_config, trainer_from_config
+from cvt_lab.errors import JobError
+from cvt_lab.rundir import checkpoint_file  # noqa: F401  importable here, as before
 
 log = logging.getLogger(__name__)
 
 
 class ImageFiles(Dataset):
-    """Every image file under ``root`` (recursively, sorted), as the model's input tensor."""
+    """Every image file under ``root`` (recursively, sorted), as ``(index, the model's input tensor)``; an image that
+    cannot be read gives ``(index, None)`` and one warning (:func:`skip_unreadable` drops it from its batch)."""
 
     def __init__(self, root: Path, transform: Any):
         self.root, self.transform = root, transform
         self.paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMG_EXTENSIONS and p.is_file())
+        self.unreadable: list[Path] = []
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> torch.Tensor:
-        with Image.open(self.paths[index]) as image:
-            return self.transform(image.convert("RGB"))
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None]:
+        try:
+            with Image.open(self.paths[index]) as image:
+                return index, self.transform(image.convert("RGB"))
+        except (OSError, ValueError, SyntaxError) as e:  # PIL: truncated, unidentified or malformed files
+            log.warning("unreadable image %s (%s): skipped; replace or delete the file", self.paths[index], e)
+            self.unreadable.append(self.paths[index])
+            return index, None
+
+
+def skip_unreadable(items: list[tuple[int, torch.Tensor | None]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch of the readable images: ``(their indices, their tensors)``; empty when none could be read."""
+    kept = [(i, x) for i, x in items if x is not None]
+    if not kept:
+        return torch.empty(0, dtype=torch.long), torch.empty(0)
+    return torch.tensor([i for i, _ in kept]), torch.stack([x for _, x in kept])
+
+
+class FilePredictor(pl.LightningModule):
+    """Runs the classifier on a batch of ``(indices, images)``: its logits and the images' indices."""
+
+    def __init__(self, classifier: pl.LightningModule):
+        super().__init__()
+        self.classifier = classifier
+
+    def predict_step(self, batch, batch_idx: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        indices, images = batch
+        return indices, self.classifier(images) if len(indices) else None
 
 
 class TopKWriter(BasePredictionWriter):
@@ -64,56 +94,40 @@ class TopKWriter(BasePredictionWriter):
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx,
                            dataloader_idx=0) -> None:
-        probs, classes = prediction.float().softmax(dim=-1).topk(min(self.top_k, prediction.shape[-1]), dim=-1)
+        indices, logits = prediction
+        if logits is None:  # no image of this batch could be read
+            return
+        probs, classes = logits.float().softmax(dim=-1).topk(min(self.top_k, logits.shape[-1]), dim=-1)
         with self.path.open("a", newline="") as f:
             out = csv.writer(f)
-            for index, p, c in zip(batch_indices, probs.tolist(), classes.tolist()):
+            for index, p, c in zip(indices.tolist(), probs.tolist(), classes.tolist()):
                 cells = [x for pair in zip(c, (f"{q:.6f}" for q in p)) for x in pair]
                 out.writerow([self.dataset.paths[index].relative_to(self.dataset.root).as_posix(), *cells])
-        self.rows += len(batch_indices)
+        self.rows += len(indices)
 
 
-def checkpoint_file(checkpoint: str) -> Path:
-    """``checkpoint=`` as a file: a run directory stands for its last checkpoint."""
-    from cvt_lab.checkpoint.export import RUN_CHECKPOINT
-
-    path = Path(checkpoint).expanduser()
-    return path / RUN_CHECKPOINT if (path / RUN_CHECKPOINT).is_file() else path
-
-
-def predict(cfg: DictConfig, run_dir: Path, record: RunRecord, started: float) -> None:
-    """Predict every image under ``data.root`` with the checkpoint; fills ``record`` in."""
-    from cvt_lab.checkpoint import load_checkpoint
-    from cvt_lab.module import ImageClassifier
-    from cvt_lab.train import JobError, build, trainer_node
-
+def predict(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, Any]:
+    """Predict every image under ``data.root`` with the checkpoint into ``predict.file``; returns the record's
+    fields it measured."""
     root = Path(cfg.data.root or "")
     if not root.is_dir():
         raise JobError(f"mode=predict reads the images under data.root, and data.root={cfg.data.root!r} is not a "
                        "directory: give data.root=DIR")
     if cfg.predict.top_k < 1:
         raise JobError(f"predict.top_k={cfg.predict.top_k}: give at least 1")
-    image_size = cfg.recipe.image_size or cfg.model.img_size
+    image_size = image_size_of(cfg)
     a = cfg.recipe.augment
     dataset = ImageFiles(root, create_transform(image_size, is_training=False, interpolation=a.interpolation,
                                                 crop_pct=a.crop_pct))
     if not len(dataset):
         raise JobError(f"no image files under data.root={root} ({', '.join(IMG_EXTENSIONS)}): give the directory "
                        "that holds the images to predict")
-    model = build(cfg.model, "model")
-    loaded = load_checkpoint(model, checkpoint_file(cfg.checkpoint))
-    if loaded.head_replaced:
-        raise JobError(f"checkpoint={cfg.checkpoint} was trained for another number of classes than "
-                       f"data.num_classes={cfg.data.num_classes}: give the number it was trained for")
-    module = ImageClassifier(model, cfg.recipe, num_classes=cfg.data.num_classes)
+    module = FilePredictor(module_from_config(cfg, model_from_config(cfg)))
     writer = TopKWriter(run_dir / cfg.predict.file, dataset, cfg.predict.top_k)
-    trainer: pl.Trainer = build(trainer_node(cfg), "trainer", default_root_dir=str(run_dir), logger=False,
-                                callbacks=[writer], enable_checkpointing=False)
+    trainer: pl.Trainer = trainer_from_config(cfg, run_dir, logger=False, callbacks=[writer],
+                                              enable_checkpointing=False)
     loader = DataLoader(dataset, batch_size=cfg.data.eval_batch_size or cfg.recipe.batch_size,
-                        num_workers=cfg.data.num_workers)
+                        num_workers=cfg.data.num_workers, collate_fn=skip_unreadable)
     trainer.predict(module, loader, return_predictions=False)
     log.info("top-%d classes of %d images: %s", cfg.predict.top_k, writer.rows, writer.path)
-    record.status = "finished"
-    record.image_size = image_size
-    record.wall_s = round(time.time() - started, 2)
-    record.threads = torch.get_num_threads()
+    return {"image_size": image_size, "wall_s": round(time.time() - started, 2), "threads": torch.get_num_threads()}

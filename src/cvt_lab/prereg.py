@@ -9,6 +9,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from cvt_lab.errors import EXIT_BAD_INPUT
 from cvt_lab.report.prereg import PREREG_DIR, PreregError, experiment_axis, find_prereg, sweep_overrides
 
 
@@ -26,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         print(shlex.join(sweep_overrides(prereg, experiment_axis(prereg.experiment))[2:]))
     except (PreregError, FileNotFoundError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     return 0
 
 

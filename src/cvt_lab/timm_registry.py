@@ -17,7 +17,7 @@ from typing import Any
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, is_model, model_entrypoint, register_model
 
-from cvt_lab.checkpoint import state_dict_of, to_cvt_lab
+from cvt_lab.checkpoint.formats import state_dict_of, to_cvt_lab
 from cvt_lab.models import CvT, list_models, load_preset
 from cvt_lab.models.factory import FACTORY_KEYS
 
@@ -67,16 +67,36 @@ def _build(preset: str, global_pool: str | None = None, drop_path_rate: float | 
 
 def _entrypoint(preset: str, name: str):
     def create(pretrained: bool = False, **kwargs: Any) -> CvT:
-        return build_model_with_cfg(
-            lambda **kw: _build(preset, **kw), name, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
-            feature_cfg=dict(out_indices=kwargs.pop("out_indices", len(load_preset(preset)["depths"])),
-                             feature_cls="getter"),
-            **kwargs)
+        try:
+            return build_model_with_cfg(
+                lambda **kw: _build(preset, **kw), name, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
+                feature_cfg=dict(out_indices=kwargs.pop("out_indices", len(load_preset(preset)["depths"])),
+                                 feature_cls="getter"),
+                **kwargs)
+        except OSError as e:  # huggingface_hub's: offline, or not cached; as checkpoint=hf-hub: says it
+            if not pretrained or type(e).__module__.split(".")[0] != "huggingface_hub":
+                raise
+            cfg = kwargs.get("pretrained_cfg_overlay") or {}
+            repo = cfg.get("hf_hub_id") or getattr(kwargs.get("pretrained_cfg"), "hf_hub_id", None)
+            raise FileNotFoundError(unreachable_weights(name, repo, e)) from None
 
     create.__name__ = create.__qualname__ = name
     create.__module__ = __name__
     create.__doc__ = f"cvt_lab's ``{preset}`` preset (conf/model/{preset}.yaml)."
     return create
+
+
+def unreachable_weights(name: str, repo: str | None, error: BaseException) -> str:
+    """One message for pretrained weights timm cannot fetch: which, why, and what to do."""
+    from huggingface_hub import constants
+
+    repo = f"hf-hub:{repo}" if repo else "the Hugging Face Hub"
+    why = ("HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE
+           else f"the Hub cannot be reached ({str(error).splitlines()[0][:120]})")
+    return (f"cvt_lab: timm.create_model({name!r}, pretrained=True) needs the released weights from {repo}, which "
+            f"are not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and {why}: download them once with the "
+            "network, point HF_HUB_CACHE at a cache that holds them, or load a local file with "
+            "cvt_lab.create_model(..., checkpoint=PATH)")
 
 
 TIMM_NAMES: dict[str, str] = {preset: timm_name(preset) for preset in list_models()}

@@ -5,14 +5,14 @@ Lightning checkpoints (docs/checkpoints.md lists the layouts, docs/interop.md th
   :func:`to_cvt_lab` / :func:`to_released` rename; :func:`load_checkpoint` loads into a model and refuses a
   checkpoint of another architecture with one message (:mod:`.formats`, :mod:`.load`, :mod:`.hub`).
 * :func:`export` writes a run or checkpoint as safetensors, ONNX or a transformers directory;
-  :func:`export_released` and :func:`convert` write the released layout (:mod:`.export`).
+  :func:`export_released` and :func:`convert` write the released layout (:mod:`.exports`).
 
     python -m cvt_lab.checkpoint convert SRC DST [--to released|cvt_lab]
     python -m cvt_lab.checkpoint export RUN_OR_CKPT [--to safetensors|onnx|transformers] [--out PATH]
 """
 
-from cvt_lab.checkpoint.cli import main
-from cvt_lab.checkpoint.export import convert, export, export_released, model_from
+from typing import Any
+
 from cvt_lab.checkpoint.formats import (
     HF_WEIGHT_FILES,
     detect_layout,
@@ -25,3 +25,17 @@ from cvt_lab.checkpoint.load import LoadResult, load_checkpoint
 
 __all__ = ["HF_WEIGHT_FILES", "LoadResult", "convert", "detect_layout", "export", "export_released",
            "load_checkpoint", "load_state", "main", "model_from", "state_dict_of", "to_cvt_lab", "to_released"]
+
+# The exports and the command line sit layers above the formats (they build models, read run directories, parse
+# arguments): resolved on first use, so that reading weights (and ``import cvt_lab``) stays light.
+# (The exports' module is ``exports``: a submodule named ``export`` would shadow the function of that name.)
+_LAZY = {"convert": "exports", "export": "exports", "export_released": "exports", "model_from": "exports",
+         "main": "cli"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"cvt_lab.checkpoint.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

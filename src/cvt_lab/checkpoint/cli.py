@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cvt_lab.checkpoint.export import EXPORT_FORMATS, convert, export
-from cvt_lab.exits import BAD_INPUT
+from cvt_lab.checkpoint.exports import EXPORT_FORMATS, DestinationExists, convert, export
+from cvt_lab.errors import EXIT_BAD_INPUT
 
 MISSING_PACKAGES = {"onnx": "onnx", "onnxruntime": "onnx", "onnxscript": "onnx", "transformers": "test"}
 
@@ -25,6 +25,7 @@ def _parser() -> argparse.ArgumentParser:
     conv.add_argument("src")
     conv.add_argument("dst", help="the file to write (safetensors when it ends in .safetensors)")
     conv.add_argument("--to", choices=("released", "cvt_lab"), default="released")
+    conv.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
     exp = sub.add_parser("export", help="export a run or checkpoint as safetensors, ONNX or a transformers directory")
     exp.add_argument("src", metavar="RUN_OR_CKPT",
                      help="a run directory (its checkpoints/last.ckpt), a checkpoint file or directory, "
@@ -33,6 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--out", help="where to write (default: RUN/export/model.<format>, or beside the checkpoint)")
     exp.add_argument("--model", help="the preset the checkpoint was trained as, when no run directory says it")
     exp.add_argument("--image-size", type=int, help="ONNX: the traced image size (default: the model's img_size)")
+    exp.add_argument("--overwrite", action="store_true", help="replace the destination if it exists")
     return parser
 
 
@@ -41,22 +43,22 @@ def main(argv: list[str] | None = None) -> int:
     dst = args.dst if args.command == "convert" else args.out
     try:
         if args.command == "convert":
-            out, diff = convert(args.src, args.dst, args.to), None
+            out, diff = convert(args.src, args.dst, args.to, args.overwrite), None
         else:
-            out, diff = export(args.src, args.to, args.out, args.model, args.image_size)
+            out, diff = export(args.src, args.to, args.out, args.model, args.image_size, args.overwrite)
     except ModuleNotFoundError as e:
         extra = MISSING_PACKAGES.get((e.name or "").split(".")[0])
         if extra is None:
             raise
         print(f"error: export --to {args.to} needs {e.name}: pip install 'cvt_lab[{extra}]'", file=sys.stderr)
-        return BAD_INPUT
-    except (ValueError, FileNotFoundError) as e:
+        return EXIT_BAD_INPUT
+    except (ValueError, FileNotFoundError, DestinationExists) as e:
         print(f"error: {e}", file=sys.stderr)
-        return BAD_INPUT
+        return EXIT_BAD_INPUT
     except OSError as e:  # the destination cannot be written (read-only, not a directory, no space)
         print(f"error: cannot write {dst or 'the export'}: {e.strerror or e}; give a writable destination",
               file=sys.stderr)
-        return BAD_INPUT
+        return EXIT_BAD_INPUT
     if args.command == "convert":
         print(f"wrote {out} ({args.to} layout)")
     else:

@@ -130,6 +130,13 @@ class ImageFolderDataModule(FileImageDataModule):
         for split in ("train", "val"):
             if not (root / split).is_dir():
                 raise self.not_found(f"{root / split} is missing")
+        # the classes as ImageFolder (and DALI) find them: the sorted class directories of train/
+        classes = sorted(e.name for e in (root / "train").iterdir() if e.is_dir())
+        if classes and len(classes) != self.num_classes:  # a head of another size would train to chance, silently
+            shown = ", ".join(classes[:5]) + (", ..." if len(classes) > 5 else "")
+            raise ValueError(f"{self.name}: {root / 'train'} holds {len(classes)} classes ({shown}) and "
+                             f"data.num_classes={self.num_classes}: give data.num_classes={len(classes)}, or point "
+                             "data.root at the dataset the run is meant for")
         if self.backend == "dali":  # DALI lists and reads the folders itself
             require_dali(self.trainer)
             return root / "train", root / "val", root / "val"
@@ -138,8 +145,6 @@ class ImageFolderDataModule(FileImageDataModule):
             val = tvd.ImageFolder(str(root / "val"), transform=self.transform(False))
         except FileNotFoundError as e:  # ImageFolder: "Couldn't find any class folder" / no valid files
             raise self.not_found(str(e)) from None
-        if len(train.classes) != self.num_classes:
-            log.warning("%s has %d classes, data.num_classes=%d", root / "train", len(train.classes), self.num_classes)
         val = SkipUnreadable(val, [p for p, _ in val.samples])
         return SkipUnreadable(train, [p for p, _ in train.samples]), val, val
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +44,7 @@ from cvt_lab.models.layers import (
     map_to_tokens,
     tokens_to_map,
 )
+from cvt_lab.models.spec import OPTION_ARG_NAMES, STAGE_ARG_NAMES
 
 # Token embeddings: "conv" is CvT's (overlapping conv + LayerNorm), "patch" the same made non-overlapping
 # (kernel = stride, no padding; Table 6's patch rows), "vit" ViT/DeiT's patch embedding (non-overlapping and no
@@ -104,10 +106,12 @@ class Block(nn.Module):
 class Stage(nn.Module):
     """Token embedding, optional position embedding and class token, then ``depth`` blocks."""
 
-    def __init__(self, in_chans: int, dim: int, depth: int, heads: int, *, embed_type: str, embed_kernel: int,
-                 embed_stride: int, embed_padding: int, grid: tuple[int, int], pos_embed: bool, cls_token: bool,
-                 mlp_ratio: float, qkv_bias: bool, drop_path: float, proj: str, proj_kernel: int, kv_stride: int,
-                 act: str, attn_scale: str, drop: float, attn_drop: float, eps: float):
+    def __init__(self, in_chans: int, depth: int, grid: tuple[int, int], stage: Mapping[str, Any], *, act: str,
+                 attn_scale: str, drop: float, attn_drop: float, eps: float):
+        """``stage``: this stage's value of every per-stage argument (:data:`cvt_lab.models.spec.STAGE_ARGS`)."""
+        dim, embed_type, embed_kernel, embed_stride, embed_padding, pos_embed, cls_token, drop_path = (
+            stage[k] for k in ("dims", "embed_type", "embed_kernel", "embed_stride", "embed_padding", "pos_embed",
+                               "cls_token", "drop_path"))
         super().__init__()
         if embed_type in NON_OVERLAPPING:  # the kernel is the stride, no padding
             embed_kernel, embed_padding = embed_stride, 0
@@ -121,8 +125,9 @@ class Stage(nn.Module):
         self.grad_checkpointing = False  # recompute each block in backward (timm's set_grad_checkpointing)
         rates = [drop_path * j / max(depth - 1, 1) for j in range(depth)]  # from 0 within each stage (released code)
         self.blocks = nn.ModuleList(
-            Block(dim, heads, mlp_ratio, act, rate, drop, eps, proj=proj, kernel=proj_kernel, kv_stride=kv_stride,
-                  qkv_bias=qkv_bias, with_cls_token=cls_token, attn_scale=attn_scale, attn_drop=attn_drop)
+            Block(dim, stage["heads"], stage["mlp_ratio"], act, rate, drop, eps, proj=stage["proj"],
+                  kernel=stage["proj_kernel"], kv_stride=stage["kv_stride"], qkv_bias=stage["qkv_bias"],
+                  with_cls_token=cls_token, attn_scale=attn_scale, attn_drop=attn_drop)
             for rate in rates
         )
 
@@ -197,18 +202,11 @@ class CvT(nn.Module):
         norm_eps: float = 1e-5,
     ):
         super().__init__()
+        given = locals()  # the constructor's arguments by name, as models.spec lists them
         n = len(depths)
         if n == 0:
             raise ValueError("CvT: `depths` is empty; give at least one stage")
-        stage_args = {
-            name: _per_stage(name, value, n)
-            for name, value in dict(
-                dims=dims, heads=heads, embed_type=embed_type, embed_kernel=embed_kernel, embed_stride=embed_stride,
-                embed_padding=embed_padding, proj=proj, proj_kernel=proj_kernel, q_stride=q_stride,
-                kv_stride=kv_stride, pos_embed=pos_embed, cls_token=cls_token, mlp_ratio=mlp_ratio,
-                qkv_bias=qkv_bias, drop_path=drop_path,
-            ).items()
-        }
+        stage_args = {name: _per_stage(name, given[name], n) for name in STAGE_ARG_NAMES}
         _check_choice("embed_type", stage_args["embed_type"], EMBED_TYPES)
         _check_choice("proj", stage_args["proj"], PROJ_TYPES)
         _check_choice("act", [act], tuple(ACTIVATIONS))
@@ -229,8 +227,7 @@ class CvT(nn.Module):
         self.img_size = img_size
         self.stage_args = stage_args
         self.depths = list(depths)
-        self.options = dict(act=act, attn_scale=attn_scale, drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
-                            norm_eps=norm_eps)
+        self.options = {name: given[name] for name in OPTION_ARG_NAMES}
         self.num_features = self.head_hidden_size = stage_args["dims"][-1]
         self.num_prefix_tokens = int(stage_args["cls_token"][-1])
         self.global_pool = "token" if self.num_prefix_tokens else "avg"
@@ -245,14 +242,8 @@ class CvT(nn.Module):
         chans = in_chans
         for i in range(n):
             a = {k: v[i] for k, v in stage_args.items()}
-            self.stages.append(Stage(
-                chans, a["dims"], depths[i], a["heads"], embed_type=a["embed_type"], embed_kernel=a["embed_kernel"],
-                embed_stride=a["embed_stride"], embed_padding=a["embed_padding"], grid=grids[i],
-                pos_embed=a["pos_embed"], cls_token=a["cls_token"], mlp_ratio=a["mlp_ratio"],
-                qkv_bias=a["qkv_bias"], drop_path=a["drop_path"], proj=a["proj"], proj_kernel=a["proj_kernel"],
-                kv_stride=a["kv_stride"], act=act, attn_scale=attn_scale, drop=drop_rate,
-                attn_drop=attn_drop_rate, eps=norm_eps,
-            ))
+            self.stages.append(Stage(chans, depths[i], grids[i], a, act=act, attn_scale=attn_scale, drop=drop_rate,
+                                     attn_drop=attn_drop_rate, eps=norm_eps))
             chans = a["dims"]
         self.norm = nn.LayerNorm(self.num_features, eps=norm_eps)
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()

@@ -7,12 +7,9 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from cvt_lab.config import ModelConfig
 from cvt_lab.models.cvt import CvT
+from cvt_lab.models.spec import FACTORY_KEYS, ModelConfig
 from cvt_lab.paths import config_dir
-
-# ModelConfig fields that steer the factory rather than the CvT constructor.
-FACTORY_KEYS = ("_target_", "name", "compile", "compile_mode")
 
 
 def list_models() -> list[str]:
@@ -77,7 +74,7 @@ def create_model(name: str, num_classes: int = 1000, checkpoint: str | Path | No
     args.update(overrides, num_classes=num_classes)
     model = build_cvt(**args)
     if checkpoint is not None:
-        from cvt_lab.checkpoint import load_checkpoint
+        from cvt_lab.checkpoint.load import load_checkpoint
 
         load_checkpoint(model, checkpoint)
     return model

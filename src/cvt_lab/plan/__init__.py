@@ -52,7 +52,7 @@ def launcher_slots(config: DictConfig, visible_gpus: int) -> tuple[int, str]:
     launcher = config.hydra.launcher
     target = str(launcher.get("_target_", ""))
     if target.endswith("PoolLauncher"):
-        from hydra_plugins.cvt_lab_launcher.pool import available_cores, jobs_per_slot, make_slots, parse_jobs_per_gpu
+        from cvt_lab.sweep import available_cores, jobs_per_slot, make_slots, parse_jobs_per_gpu
 
         num_gpus = visible_gpus if launcher.num_gpus is None else launcher.num_gpus
         try:

@@ -15,6 +15,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from cvt_lab.building import image_size_of  # the job's own, so that the estimate sizes what the job runs
+
 # Published sizes (train, val, test) of the datasets cvt_lab reads from files, for when no copy is at data.root.
 # val None: held out of the training split by data.val_fraction (ImageNet's val set doubles as its test set).
 PUBLISHED_SIZES: dict[str, tuple[int, int | None, int]] = {
@@ -60,8 +62,6 @@ def device_of(cfg: DictConfig, visible_gpus: int) -> Device:
     return Device(kind, max(1, count) * int(cfg.trainer.num_nodes), precision)
 
 
-def image_size_of(cfg: DictConfig) -> int:
-    return int(cfg.recipe.image_size or cfg.model.img_size)
 
 
 # ------------------------------------------------------------------------------------------------- data

@@ -4,12 +4,19 @@ each job's directory as the sweep's subdir resolver names it, and what its direc
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+from cvt_lab.compose import hydra_session
+from cvt_lab.errors import RunDirTaken
+from cvt_lab.identity import identity_of
+from cvt_lab.job import claim
+from cvt_lab.results import RunRecord
+from cvt_lab.rundir import RunDir
+from cvt_lab.sweep import job_dir
 
 # What a job's directory already holds, and what the sweep will do with it.
 NEW, RESUME, FINISHED, TAKEN = "new", "resume", "finished", "taken"
@@ -36,29 +43,13 @@ class Sweep:
         return Path(str(self.config.hydra.sweep.dir))
 
 
-@contextmanager
-def hydra_session() -> Iterator:
-    """Hydra initialised on cvt_lab's configs, as ``python -m cvt_lab`` does; yields Hydra's app object."""
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from cvt_lab.config import register_configs
-    from cvt_lab.paths import config_dir
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="cvt_lab"):
-        yield GlobalHydra.instance().hydra
-
-
 def compose_sweep(overrides: Sequence[str]) -> Sweep:
     """Every job of ``python -m cvt_lab OVERRIDES -m``: the primary config composed for a multirun, the
     sweeper's expansion of ``hydra.sweeper.params`` and the command line, each job's config loaded as the
-    launcher loads it, and its directory's state (through :func:`cvt_lab.train.claim`, the run's own rule)."""
+    launcher loads it, and its directory's state (through :func:`cvt_lab.job.claim`, the run's own rule)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
     from hydra.utils import instantiate
-
-    from hydra_plugins.cvt_lab_launcher.pool import job_dir
 
     with hydra_session() as hydra:
         master = hydra.compose_config("config", list(overrides), run_mode=RunMode.MULTIRUN)
@@ -80,17 +71,14 @@ def compose_sweep(overrides: Sequence[str]) -> Sweep:
 
 
 def _job(index: int, overrides: list[str], run_dir: Path, cfg: DictConfig) -> Job:
-    from cvt_lab.results import RunRecord, identity_of, read_record
-    from cvt_lab.train import RunDirTaken, claim
-
     identity, identity_config = identity_of(cfg)
-    previous = read_record(run_dir)
+    previous = RunDir(run_dir).read_record()
     status, note = NEW, ""
     try:
         mine = RunRecord(status="running", mode=cfg.mode, identity=identity, identity_config=identity_config)
         if claim(previous, mine, cfg, run_dir) is not None:
             status = FINISHED
-        elif previous is not None or any((run_dir / "checkpoints").glob("*.ckpt")):
+        elif previous is not None or RunDir(run_dir).has_checkpoints():
             status = RESUME
     except RunDirTaken as e:
         status, note = TAKEN, str(e)

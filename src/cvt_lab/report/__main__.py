@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from cvt_lab.errors import EXIT_BAD_INPUT
 from cvt_lab.report import __doc__ as DOC
 from cvt_lab.report import experiment_sweep_dir, report
 from cvt_lab.report.prereg import PREREG_DIR
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
             require_wandb("python -m cvt_lab.report --wandb")
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     print(paths["md"].read_text())
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     if a.wandb:

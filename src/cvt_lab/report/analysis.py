@@ -15,7 +15,7 @@ from cvt_lab.report.paper import load_paper_tables
 from cvt_lab.report.prereg import (LEDGER, PREREG_DIR, Commit, Prereg, PreregError, commit_that_added, find_prereg,
                                    ledger_entries, load_prereg, provenance, registered_identities)
 from cvt_lab.report.rows import Duplicate, TableRow, build_rows, empty_rows
-from cvt_lab.results import file_sha256
+from cvt_lab.identity import file_sha256
 
 
 @dataclass
@@ -46,6 +46,7 @@ class Analysis:
     metric: str
     sections: list[Section]
     other: list[Job]  # jobs outside the table's rows
+    running: list[Job] = field(default_factory=list)  # jobs still running: in no row yet (the table is incomplete)
     prereg: Prereg | None = None
     sha256: str | None = None
     commit: Commit | None = None
@@ -99,6 +100,14 @@ def analyse(sweep_dir: Path, table: str | None = None, paper_tables: Path | None
     a.ledger = ledger_entries(table, scale, prereg_root)
 
     runs = {r.ran_as for r in empty_rows(spec, meta["scale"])}
+    if jobs and not any(j.row in runs for j in jobs):
+        found = sorted({str(j.row) for j in jobs})
+        raise ValueError(f"none of the {len(jobs)} jobs under {sweep_dir} belongs to a row of {table} (its rows: "
+                         f"{', '.join(sorted(map(str, runs)))}; the jobs' rows: {', '.join(found)}): pick the table "
+                         "they ran with --table, or the sweep of this table")
+    # Jobs still running are no results yet: their rows say so (rows.TableRow.status), and the report opens by
+    # saying the table is incomplete (report.incomplete_note).
+    a.running = [j for j in jobs if j.running]
     in_table = [j for j in jobs if j.row in runs]
     a.other = [j for j in jobs if j.row not in runs]
     for s in settings(in_table, spec["row_keys"]) or [Setting([], [])]:

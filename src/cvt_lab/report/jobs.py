@@ -12,7 +12,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from cvt_lab.results import RESULTS_FILE, RunRecord, read_outcomes, read_record
+from cvt_lab.results import RESULTS_FILE, RunRecord, read_outcomes
+from cvt_lab.rundir import RunDir
 
 # Overrides that never change a result (where a record has no identity, its overrides stand in for it).
 NOT_IDENTITY_OVERRIDES = ("experiment", "launcher", "logger", "resume", "threads", "trainer.enable_progress_bar",
@@ -62,6 +63,10 @@ class Job:
     def finished(self) -> bool:
         return self.status == "finished" and self.acc1 is not None
 
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
     def metric(self, name: str) -> float | None:
         """A top-1 metric of the job in % (``test/acc1`` or ``val/acc1``)."""
         if name not in METRICS:
@@ -92,7 +97,8 @@ def _row(r: RunRecord, overrides: dict[str, str], axis: str, row_format: str | N
 
 
 def read_job(run_dir: Path, sweep_dir: Path, axis: str, row_format: str | None) -> Job:
-    r = read_record(run_dir) or RunRecord(status="failed", error="no results.json")
+    # as a reader sees it: "running" only while its process owns the directory (a killed run reads as failed)
+    r = RunDir(run_dir).record() or RunRecord(status="failed", error="no results.json")
     overrides = override_config(r.overrides)
     seed = r.seed if r.seed is not None else overrides.get("seed")
     overrides.pop("seed", None)

@@ -15,7 +15,7 @@ from hydra.core.utils import JobReturn
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
-from hydra_plugins.cvt_lab_launcher.sweeper import SweepFailed, failure_summary
+from hydra_plugins.cvt_lab_launcher import sweeper
 
 try:
     from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
@@ -58,8 +58,8 @@ if OptunaSweeper is not None:
             except Exception:
                 # Optuna raised for the failed trials (max_failure_rate exceeded, or no trial completed):
                 # the failures say more than its error does
-                if failure_summary(self.returns) is None:
+                if sweeper.failure_summary(self.returns) is None:
                     raise
-            summary = failure_summary(self.returns)
+            summary = sweeper.failure_summary(self.returns)
             if summary is not None:
-                raise SweepFailed(summary)
+                raise sweeper.SweepFailed(summary)

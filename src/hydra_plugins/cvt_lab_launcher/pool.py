@@ -22,6 +22,22 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+
+def __getattr__(name: str):
+    """The slot arithmetic and the job directory (names scripts imported from here) are cvt_lab.sweep's."""
+    if name in ("available_cores", "job_dir", "jobs_per_slot", "make_slots", "parse_jobs_per_gpu"):
+        return getattr(_sweep(), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _sweep():
+    # cvt_lab.sweep, which the plan shares, imported on use: Hydra loads this plugin in every app it starts, and
+    # importing cvt_lab brings torch and timm (seconds a process, for a process that may need neither).
+    import cvt_lab.sweep
+
+    return cvt_lab.sweep
+
+
 log = logging.getLogger(__name__)
 TARGET = "hydra_plugins.cvt_lab_launcher.pool.PoolLauncher"
 
@@ -56,35 +72,6 @@ class JobCrashed(CompactHydraException):
     """A job's process died before it could report."""
 
 
-def job_dir(sweep_config: DictConfig) -> Path:
-    """A job's directory, resolved here, where the config's resolvers are registered (the worker may not
-    have them before it unpickles the task)."""
-    return Path(str(sweep_config.hydra.sweep.dir)) / str(sweep_config.hydra.sweep.subdir)
-
-
-def make_slots(pin_gpus: bool, num_gpus: int | None, devices: Sequence[int] | None, gpus_per_job: int,
-               slots: int) -> list[str | None]:
-    """The job slots: a CUDA_VISIBLE_DEVICES value per slot (GPU mode; device ids as this process sees them),
-    or ``None`` per CPU slot."""
-    if not pin_gpus:
-        if slots < 1:
-            raise ValueError(f"hydra.launcher.slots={slots}: need at least 1")
-        return [None] * slots
-    if devices is None:
-        if num_gpus is None:
-            import torch
-
-            num_gpus = torch.cuda.device_count()
-        devices = list(range(num_gpus))
-    devices = [int(d) for d in devices]
-    if gpus_per_job < 1 or len(devices) < gpus_per_job:
-        raise ValueError(f"launcher=gpus: {len(devices)} GPU(s) found, {gpus_per_job} needed per job; on a machine "
-                         "without GPUs use launcher=cpu_parallel, or say how many there are with "
-                         "hydra.launcher.num_gpus=N")
-    return [",".join(map(str, devices[i:i + gpus_per_job]))
-            for i in range(0, len(devices) - gpus_per_job + 1, gpus_per_job)]
-
-
 def visible_devices(slot: str, parent_visible: str | None) -> str:
     """A slot's CUDA_VISIBLE_DEVICES for its job: the slot's ids index this process's own visible devices,
     so ``CUDA_VISIBLE_DEVICES=4,6`` here makes slot ``1`` device ``6``."""
@@ -92,33 +79,6 @@ def visible_devices(slot: str, parent_visible: str | None) -> str:
         return slot
     visible = [d.strip() for d in parent_visible.split(",") if d.strip()]
     return ",".join(visible[int(i)] if int(i) < len(visible) else i for i in slot.split(","))
-
-
-def available_cores() -> int:
-    """The cores this process may run on (its affinity mask: a SLURM allocation or ``taskset``, not the machine's)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def parse_jobs_per_gpu(value: Any) -> int | None:
-    """``hydra.launcher.jobs_per_gpu``: a positive int, or None for ``auto``."""
-    if str(value).strip().lower() == "auto":
-        return None
-    try:
-        n = int(value)
-    except (TypeError, ValueError):
-        n = 0
-    if n < 1 or str(n) != str(value).strip():
-        raise ValueError(f"hydra.launcher.jobs_per_gpu={value}: give a number of jobs per GPU (1, 2, ...) or auto "
-                         "(as many as fit the first job's measured GPU memory)")
-    return n
-
-
-def jobs_per_slot(jobs_per_gpu: int, slots: int, cores: int) -> int:
-    """Jobs at once per GPU slot: never more jobs in all than cores (yet one per GPU, whatever the cores)."""
-    return min(jobs_per_gpu, max(1, cores // slots))
 
 
 def jobs_that_fit(peak_bytes: int, gpu_bytes: int, margin: float) -> int:
@@ -129,9 +89,9 @@ def jobs_that_fit(peak_bytes: int, gpu_bytes: int, margin: float) -> int:
 
 def recorded_peak(run_dir: Path) -> int | None:
     """A finished job's peak GPU memory, as it recorded it in its results.json (None: not recorded)."""
-    from cvt_lab.results import read_record
+    from cvt_lab.rundir import RunDir
 
-    record = read_record(run_dir)
+    record = RunDir(run_dir).read_record()
     return None if record is None else record.peak_gpu_mem_bytes or None
 
 
@@ -142,12 +102,12 @@ class PoolLauncher(Launcher):
                  threads_per_job: int | None = None, poll_s: float = 0.2, **_: Any) -> None:
         self.pin_gpus, self.num_gpus, self.gpus_per_job = pin_gpus, num_gpus, gpus_per_job
         self.devices = None if devices is None else list(devices)
-        self.jobs_per_gpu = parse_jobs_per_gpu(jobs_per_gpu) if pin_gpus else 1  # None: auto
+        self.jobs_per_gpu = _sweep().parse_jobs_per_gpu(jobs_per_gpu) if pin_gpus else 1  # None: auto
         if not 0.0 <= memory_margin < 1.0:
             raise ValueError(f"hydra.launcher.memory_margin={memory_margin}: give the fraction of GPU memory to leave "
                              "free, from 0 to below 1 (e.g. 0.15)")
         self.memory_margin, self.gpu_memory_bytes = memory_margin, gpu_memory_bytes
-        self.cores = cpu_cores or available_cores()
+        self.cores = cpu_cores or _sweep().available_cores()
         self.slots, self.threads_per_job, self.poll_s = slots, threads_per_job, poll_s
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
@@ -177,14 +137,14 @@ class PoolLauncher(Launcher):
 
     def _pack(self, groups: list[str | None], probe: DictConfig) -> int:
         """jobs_per_gpu=auto, once the first job ended: how many jobs share each GPU (group) from now on."""
-        peak = recorded_peak(job_dir(probe))
+        peak = recorded_peak(_sweep().job_dir(probe))
         if peak is None:
             log.warning("jobs_per_gpu=auto: the first job recorded no peak GPU memory (it failed, or ran on no GPU): "
                         "one job per GPU")
             return 1
         gpu_bytes = self._gpu_bytes(str(groups[0]))
         fit = jobs_that_fit(peak, gpu_bytes, self.memory_margin)
-        per_slot = jobs_per_slot(fit, len(groups), self.cores)
+        per_slot = _sweep().jobs_per_slot(fit, len(groups), self.cores)
         log.info(f"jobs_per_gpu=auto: the first job peaked at {peak / 2**30:.2f} GiB of GPU memory (+ "
                  f"{CUDA_CONTEXT_BYTES / 2**30:.2f} GiB for its CUDA context); {fit} fit a GPU of "
                  f"{gpu_bytes / 2**30:.1f} GiB with {self.memory_margin:.0%} to spare; {per_slot} per GPU "
@@ -213,10 +173,10 @@ class PoolLauncher(Launcher):
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         work = sweep_dir / ".launcher"
         work.mkdir(parents=True, exist_ok=True)
-        groups = make_slots(self.pin_gpus, self.num_gpus, self.devices, self.gpus_per_job, self.slots)
+        groups = _sweep().make_slots(self.pin_gpus, self.num_gpus, self.devices, self.gpus_per_job, self.slots)
         auto = self.jobs_per_gpu is None
         # jobs at once per slot: packed GPUs never run more jobs than there are cores (at least one per GPU)
-        per_slot = 1 if auto else jobs_per_slot(self.jobs_per_gpu, len(groups), self.cores)
+        per_slot = 1 if auto else _sweep().jobs_per_slot(self.jobs_per_gpu, len(groups), self.cores)
         probe_idx = initial_job_idx if auto else None  # auto: the first job runs alone on its GPU and is measured
         load = [0] * len(groups)
         where = (f"GPU slots {', '.join(map(str, groups))}, " + ("jobs per GPU: auto" if auto else
@@ -288,9 +248,9 @@ class PoolLauncher(Launcher):
         ret.status = JobStatus.FAILED
         ret.return_value = JobCrashed(error)
         try:
-            from cvt_lab.results import mark_failed
+            from cvt_lab.rundir import RunDir
 
-            mark_failed(job_dir(sweep_config), error, ret.overrides)
+            RunDir(_sweep().job_dir(sweep_config)).mark_failed(error, ret.overrides)
         except Exception as e:  # noqa: BLE001 - the sweep must go on
             log.warning("could not record the failure of %s: %s", ret.overrides, e)
         log.error("job %s: %s", " ".join(ret.overrides), error)

@@ -4,6 +4,7 @@ and its error, so ``make`` and CI see it (exit code 1)."""
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,8 +17,6 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 
-from cvt_lab.exits import FAILED, Exit
-
 
 @dataclass
 class FailureReportingSweeperConf(BasicSweeperConf):
@@ -28,12 +27,27 @@ ConfigStore.instance().store(group="hydra/sweeper", name="cvt_lab", node=Failure
                              provider="cvt_lab")
 
 
-class SweepFailed(Exit):
-    """Some jobs of the sweep failed: the one-line summary is printed, the sweep exits 1."""
+@functools.cache
+def _sweep_failed_class() -> type[SystemExit]:
+    # cvt_lab is imported when a sweep fails, not when Hydra loads this plugin: every Hydra app on this machine loads
+    # it at start-up, and cvt_lab brings torch and timm (seconds a process, for a process that may need neither).
+    from cvt_lab.errors import EXIT_FAILED, Exit
 
-    def __init__(self, summary: str):
-        print(f"error: {summary}", file=sys.stderr)
-        super().__init__(FAILED)
+    class SweepFailed(Exit):
+        """Some jobs of the sweep failed: the one-line summary is printed, the sweep exits 1."""
+
+        def __init__(self, summary: str):
+            print(f"error: {summary}", file=sys.stderr)
+            super().__init__(EXIT_FAILED)
+
+    SweepFailed.__module__ = __name__
+    return SweepFailed
+
+
+def __getattr__(name: str):
+    if name == "SweepFailed":  # a cvt_lab Exit: the entry point passes its code through
+        return _sweep_failed_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def failure_summary(returns: Sequence[JobReturn]) -> str | None:
@@ -74,5 +88,5 @@ class FailureReportingSweeper(BasicSweeper):
             initial_job_idx += len(batch)
         summary = failure_summary([r for batch in returns for r in batch])
         if summary is not None:
-            raise SweepFailed(summary)
+            raise _sweep_failed_class()(summary)
         return returns

@@ -13,8 +13,8 @@ def main(payload_path: str) -> int:
 
     with open(payload_path, "rb") as f:
         payload = cloudpickle.load(f)
-    if payload.get("threads"):
-        import torch
+    if payload.get("threads") and "torch" in sys.modules:  # a job that never imports torch need not pay for it:
+        import torch  # OMP_NUM_THREADS (set by the launcher) sizes torch's pool when it is imported later
 
         torch.set_num_threads(int(payload["threads"]))
     setup_globals()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +19,13 @@ from torch import nn
 from cvt_lab.checkpoint.formats import load_state, to_cvt_lab, to_released
 from cvt_lab.checkpoint.hub import is_hub_spec, parse
 from cvt_lab.checkpoint.load import load_checkpoint
+from cvt_lab.rundir import CONFIG_FILE, LAST_CHECKPOINT
 
 log = logging.getLogger(__name__)
 
 EXPORT_FORMATS = ("safetensors", "onnx", "transformers")
-RUN_CONFIG = Path(".hydra") / "config.yaml"
-RUN_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+RUN_CONFIG = Path(CONFIG_FILE)  # a run directory's layout is cvt_lab.rundir's
+RUN_CHECKPOINT = Path(LAST_CHECKPOINT)
 MODEL_METADATA = "cvt_lab.model"  # safetensors metadata key: the CvT constructor arguments, as JSON
 
 
@@ -44,16 +46,38 @@ def save_weights(state: dict[str, torch.Tensor], path: str | Path, metadata: dic
     return path
 
 
+def ordinary_permissions(path: Path) -> Path:
+    """Give what an export wrote the permissions of any file the user creates (``0666`` / ``0777`` less the
+    umask): some writers create theirs private (``0600``), which hides them from the group that shares the run."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for p in [path, *(path.rglob("*") if path.is_dir() else [])]:
+        p.chmod((0o777 if p.is_dir() else 0o666) & ~umask)
+    return path
+
+
+class DestinationExists(FileExistsError):
+    """The export's destination exists, and replacing it was not asked for."""
+
+
+def refuse_overwrite(path: Path, overwrite: bool) -> None:
+    """An export never replaces an existing file or directory unless asked to (``--overwrite``)."""
+    if not overwrite and (path.exists() or path.is_symlink()):
+        raise DestinationExists(f"cvt_lab: {path} exists; export to another path (--out), or replace it with "
+                                "--overwrite")
+
+
 def export_released(model: nn.Module, path: str | Path) -> Path:
     """Write the model's weights in the released layout (``stage{i}.`` keys; ``.pth``, or ``.safetensors``)."""
     return save_weights(to_released(model.state_dict()), path)
 
 
-def convert(src: str | Path, dst: str | Path, to: str = "released") -> Path:
+def convert(src: str | Path, dst: str | Path, to: str = "released", overwrite: bool = False) -> Path:
     """Rewrite checkpoint ``src`` (any layout) as a plain state dict in layout ``to`` at ``dst`` (safetensors
-    when ``dst`` ends in ``.safetensors``)."""
+    when ``dst`` ends in ``.safetensors``); an existing ``dst`` is refused unless ``overwrite``."""
+    refuse_overwrite(Path(dst), overwrite)
     state = load_state(src)
-    return save_weights(to_released(state) if to == "released" else to_cvt_lab(state), dst)
+    return ordinary_permissions(save_weights(to_released(state) if to == "released" else to_cvt_lab(state), dst))
 
 
 # ------------------------------------------------------------------------------------------------ the model
@@ -101,9 +125,11 @@ def model_from(src: str | Path, model: str | None = None) -> nn.Module:
                                     "an epoch; export one of its checkpoints, or train it first")
     source = path if path is not None else src
     args = _safetensors_model_args(path) if path is not None else None
-    if model is not None:
-        head = to_cvt_lab(load_state(source)).get("head.weight")
-        net = create_model(model, num_classes=head.shape[0] if head is not None else 0)
+    if model is not None:  # a plain state dict: its shapes say the class count and the input channels
+        state = to_cvt_lab(load_state(source))
+        head, embed = state.get("head.weight"), state.get("stages.0.patch_embed.proj.weight")
+        net = create_model(model, num_classes=head.shape[0] if head is not None else 0,
+                           **({"in_chans": int(embed.shape[1])} if embed is not None else {}))
     elif args is not None or run_dir is not None:
         origin = path if args is not None else run_dir / RUN_CONFIG
         try:
@@ -150,6 +176,17 @@ def export_onnx(model: nn.Module, out: Path, image_size: int | None = None, chec
     return out, (torch.from_numpy(logits) - reference).abs().max().item()
 
 
+# How transformers' CvtConfig expresses each per-stage argument (cvt_lab.models.spec.STAGE_ARGS; the suite checks
+# every one is here): its argument's name, or None where it has none and the value is derived (the patch embedding's
+# kernel and padding, from embed_type) or checked (only the values its CvT computes).
+TRANSFORMERS_STAGE_ARGS: dict[str, str | None] = {
+    "dims": "embed_dim", "heads": "num_heads", "embed_stride": "patch_stride", "mlp_ratio": "mlp_ratio",
+    "qkv_bias": "qkv_bias", "cls_token": "cls_token", "proj_kernel": "kernel_qkv", "kv_stride": "stride_kv",
+    "q_stride": "stride_q", "drop_path": "drop_path_rate", "embed_type": None, "embed_kernel": None,
+    "embed_padding": None, "proj": None, "pos_embed": None,
+}
+
+
 def transformers_config(model: nn.Module):
     """transformers' ``CvtConfig`` for ``model``; refuses what its CvT cannot compute (it has only the dw_bn
     projection, no position embedding, the width-wide attention scale and LayerNorm eps 1e-5)."""
@@ -169,12 +206,11 @@ def transformers_config(model: nn.Module):
                          "eps 1e-5, and needs more than i blocks in stage i; export to onnx or safetensors")
     patch = [k if t == "conv" else s for k, s, t in zip(a["embed_kernel"], a["embed_stride"], a["embed_type"])]
     padding = [p if t == "conv" else 0 for p, t in zip(a["embed_padding"], a["embed_type"])]
+    kwargs = {theirs: a[ours] for ours, theirs in TRANSFORMERS_STAGE_ARGS.items() if isinstance(theirs, str)}
     return transformers.CvtConfig(
-        num_channels=a["in_chans"], num_labels=a["num_classes"], patch_sizes=patch, patch_stride=a["embed_stride"],
-        patch_padding=padding, embed_dim=a["dims"], num_heads=a["heads"], depth=a["depths"], mlp_ratio=a["mlp_ratio"],
-        qkv_bias=a["qkv_bias"], cls_token=a["cls_token"], kernel_qkv=a["proj_kernel"],
-        padding_kv=[k // 2 for k in a["proj_kernel"]], padding_q=[k // 2 for k in a["proj_kernel"]],
-        stride_kv=a["kv_stride"], stride_q=a["q_stride"], drop_path_rate=a["drop_path"], layer_norm_eps=1e-5,
+        num_channels=a["in_chans"], num_labels=a["num_classes"], depth=a["depths"], patch_sizes=patch,
+        patch_padding=padding, padding_kv=[k // 2 for k in a["proj_kernel"]],
+        padding_q=[k // 2 for k in a["proj_kernel"]], layer_norm_eps=1e-5, **kwargs,
     )
 
 
@@ -211,15 +247,19 @@ def default_out(src: str | Path, to: str) -> Path:
 
 
 def export(src: str | Path, to: str = "safetensors", out: str | Path | None = None, model: str | None = None,
-           image_size: int | None = None) -> tuple[Path, float | None]:
+           image_size: int | None = None, overwrite: bool = False) -> tuple[Path, float | None]:
     """Export run directory or checkpoint ``src`` as ``to`` (one of :data:`EXPORT_FORMATS`) at ``out``;
-    returns the path written and, for onnx and transformers, the max |diff| of their logits from PyTorch's."""
+    returns the path written and, for onnx and transformers, the max |diff| of their logits from PyTorch's.
+    An existing ``out`` is refused (:class:`FileExistsError`) unless ``overwrite``."""
     if to not in EXPORT_FORMATS:
         raise ValueError(f"cvt_lab: unknown export format {to!r}; valid ones are {', '.join(EXPORT_FORMATS)}")
-    net = model_from(src, model)
     out = Path(out) if out is not None else default_out(src, to)
+    refuse_overwrite(out, overwrite)
+    net = model_from(src, model)
     if to == "safetensors":
-        return export_safetensors(net, out), None
-    if to == "onnx":
-        return export_onnx(net, out, image_size)
-    return export_transformers(net, out)
+        written, diff = export_safetensors(net, out), None
+    elif to == "onnx":
+        written, diff = export_onnx(net, out, image_size)
+    else:
+        written, diff = export_transformers(net, out)
+    return ordinary_permissions(written), diff
