@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from cvt_lab.callbacks import RequeueBetweenSteps, StartupTimer
 from cvt_lab.complexity import count
 from cvt_lab.config import trainer_args_set
+from cvt_lab.htr.job import build_line_task, is_line_task
 from cvt_lab.module import ImageClassifier, NonFiniteLossError
 from cvt_lab.results import (RESULTS_FILE, RunDirError, RunRecord, differences, file_sha256, identity_of, iso_time,
                              read_record, run_lock, versions, write_outcomes, write_record)
@@ -287,21 +288,26 @@ def train(cfg: DictConfig, run_dir: Path, record: RunRecord, resume: str | None,
     owns the run directory (rank 0 of a distributed run)."""
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     image_size = cfg.recipe.image_size or cfg.model.img_size
-    model = build(cfg.model, "model")
-    if cfg.checkpoint:
-        from cvt_lab.checkpoint import load_checkpoint
-
-        loaded = load_checkpoint(model, cfg.checkpoint)
-        if cfg.mode == "eval" and loaded.head_replaced:
-            raise JobError(f"checkpoint={cfg.checkpoint} was trained for another number of classes than "
-                           f"data={cfg.data.name} ({cfg.data.num_classes}); evaluating it needs its own head: "
-                           "pick the matching data (or data.num_classes), or fine-tune it with mode=train")
-    size = count(model, image_size, in_chans=cfg.model.in_chans)
     mixup = cfg.recipe.mixup > 0 or cfg.recipe.cutmix > 0
-    datamodule = build(cfg.data, "data", batch_size=cfg.recipe.batch_size, image_size=image_size,
+    data_kwargs = dict(batch_size=cfg.recipe.batch_size, image_size=image_size,
                        augment=OmegaConf.to_object(cfg.recipe.augment), drop_last=mixup, seed=cfg.seed)
-    module = ImageClassifier(model, OmegaConf.to_object(cfg.recipe), num_classes=cfg.data.num_classes,
-                             model_config=OmegaConf.to_container(cfg.model, resolve=True))
+    if is_line_task(cfg):  # handwriting: CTC on variable-width lines (cvt_lab.htr)
+        model, datamodule, module = build_line_task(cfg, build, data_kwargs)
+        size = count(model, image_size, in_chans=cfg.model.in_chans)  # a square line: the size at one height
+    else:
+        model = build(cfg.model, "model")
+        if cfg.checkpoint:
+            from cvt_lab.checkpoint import load_checkpoint
+
+            loaded = load_checkpoint(model, cfg.checkpoint)
+            if cfg.mode == "eval" and loaded.head_replaced:
+                raise JobError(f"checkpoint={cfg.checkpoint} was trained for another number of classes than "
+                               f"data={cfg.data.name} ({cfg.data.num_classes}); evaluating it needs its own head: "
+                               "pick the matching data (or data.num_classes), or fine-tune it with mode=train")
+        size = count(model, image_size, in_chans=cfg.model.in_chans)
+        datamodule = build(cfg.data, "data", **data_kwargs)
+        module = ImageClassifier(model, OmegaConf.to_object(cfg.recipe), num_classes=cfg.data.num_classes,
+                                 model_config=OmegaConf.to_container(cfg.model, resolve=True))
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
     logger = build(cfg.logger, "logger", _recursive_=False, _convert_="all", save_dir=str(run_dir),
@@ -321,7 +327,7 @@ def train(cfg: DictConfig, run_dir: Path, record: RunRecord, resume: str | None,
                 log.info("resuming from %s", resume)
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
         metrics = dict(trainer.callback_metrics)
-        if "val/acc1" not in metrics:
+        if "val/acc1" not in metrics and "val/cer" not in metrics:
             trainer.validate(module, datamodule=datamodule, verbose=False)
             metrics = dict(trainer.callback_metrics)
         trainer.test(module, datamodule=datamodule, verbose=False)
@@ -344,6 +350,8 @@ def train(cfg: DictConfig, run_dir: Path, record: RunRecord, resume: str | None,
     record.test_acc1, record.test_acc5 = _metric(metrics, "test/acc1"), _metric(metrics, "test/acc5")
     record.val_acc1, record.val_acc5 = _metric(metrics, "val/acc1"), _metric(metrics, "val/acc5")
     record.test_loss = _metric(metrics, "test/loss")
+    record.test_cer, record.test_wer = _metric(metrics, "test/cer"), _metric(metrics, "test/wer")
+    record.val_cer, record.val_wer = _metric(metrics, "val/cer"), _metric(metrics, "val/wer")
     record.params, record.macs, record.image_size = size.params, size.macs, image_size
     record.epochs = trainer.current_epoch if cfg.mode == "train" else 0
     record.steps = trainer.global_step

@@ -88,8 +88,8 @@ class CRNN(nn.Module):
     """Conv blocks (3x3 conv -> BatchNorm -> ReLU -> max pool; the first two pool 2x2, the rest 2x1: height only)
     -> mean over height -> BiLSTM -> linear. Frames: width / 4."""
 
-    def __init__(self, num_classes: int, in_chans: int = 1, dims: tuple[int, ...] = (32, 64, 96, 128),
-                 hidden: int = 128, layers: int = 2, dropout: float = 0.1):
+    def __init__(self, num_classes: int, in_chans: int = 1, dims: tuple[int, ...] = (32, 64, 96, 96),
+                 hidden: int = 96, layers: int = 2, dropout: float = 0.1):
         super().__init__()
         self.in_chans, self.num_classes = in_chans, num_classes
         self.blocks = nn.ModuleList()
@@ -135,10 +135,11 @@ class CRNN(nn.Module):
 
 def build_crnn(name: str = "crnn", compile: bool = False, compile_mode: str | None = None,
                _target_: str | None = None, num_classes: int = 0, in_chans: int = 1,
-               crnn: dict | None = None, **_cvt_args: Any) -> CRNN:
-    """The CRNN from ``conf/model/htr_crnn.yaml``: its own arguments under ``crnn``; the CvT arguments that the model
-    config schema carries for every model are not used by it."""
-    model = CRNN(num_classes, in_chans, **(crnn or {}))
+               crnn_dims: tuple[int, ...] = (32, 64, 96, 96), rnn_hidden: int = 96, rnn_layers: int = 2,
+               **_cvt_args: Any) -> CRNN:
+    """The CRNN from ``conf/model/htr_crnn.yaml`` (:class:`cvt_lab.config.CRNNConfig`); the CvT arguments that every
+    model node carries are not used by it."""
+    model = CRNN(num_classes, in_chans, tuple(crnn_dims), rnn_hidden, rnn_layers)
     model.preset = name
     if compile or compile_mode is not None:
         model.compile(mode=compile_mode)
