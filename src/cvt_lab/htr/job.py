@@ -71,6 +71,7 @@ def build_line_task(cfg: DictConfig, build: Callable[..., Any], data_kwargs: dic
     if not isinstance(datamodule, LineDataModule):
         raise ValueError(f"model={cfg.model.name} recognizes text lines: use a line data set (data=digit_lines or "
                          f"data=lines), not data={cfg.data.name}")
+    datamodule.setup()  # every line checked (transcriptions, images, charset) before anything is written
     charset = datamodule.charset
     model = build(cfg.model, "model", num_classes=charset.num_classes)
     if cfg.checkpoint:
