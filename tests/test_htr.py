@@ -193,3 +193,33 @@ def test_cvt_classifier_weights_load_into_the_backbone_with_a_fresh_ctc_head(tmp
                                classifier.stages[1].blocks[0].attn.proj_q.weight)
     rgb = classifier.stages[0].patch_embed.proj.weight
     torch.testing.assert_close(model.backbone.stages[0].patch_embed.proj.weight, rgb.sum(1, keepdim=True))
+
+
+@pytest.mark.parametrize(("experiment", "axis", "rows"), [
+    ("htr_ablation_pos_embed", "model/pos_embed", "none,first,last,every"),
+    ("htr_ablation_conv_embed", "model/conv_embed", "patch_nopos,patch_pos,conv_pos,conv_nopos"),
+    ("htr_ablation_kv_stride", "model/kv_stride", "stride1,stride2"),
+])
+def test_htr_ablations_sweep_the_cvt_axes_on_lines(experiment, axis, rows):
+    cfg, composed = compose_config(f"experiment={experiment}", hydra=True)
+    assert cfg.model._target_ == "cvt_lab.htr.build_cvt_line_recognizer" and cfg.data.name == "digit_lines"
+    assert cfg.experiment.axis == axis and composed.hydra.sweeper.params[axis] == rows
+    assert cfg.recipe.epochs == cfg.scale.tables[cfg.experiment.table].epochs
+    if experiment == "htr_ablation_pos_embed":  # tested on lines longer than any training line
+        assert cfg.data.test_min_chars > cfg.data.max_chars
+
+
+def test_htr_report_gives_cer_and_wer_per_row_over_seeds(tmp_path, capsys):
+    from cvt_lab.htr.report import main
+    from cvt_lab.results import RunRecord, write_record
+
+    for row, cers in (("none", (0.02, 0.04)), ("every", (0.10, 0.20))):
+        for seed, cer in enumerate(cers):
+            job = tmp_path / f"model/pos_embed={row},seed={seed}".replace("/", "_")
+            job.mkdir()
+            write_record(job, RunRecord(status="finished", seed=seed, test_cer=cer, test_wer=2 * cer,
+                                        experiment={"table": "htr_pos_embed", "row": row}))
+    assert main([str(tmp_path), "--out", str(tmp_path / "reports")]) == 0
+    text = capsys.readouterr().out
+    assert "| none **(lowest)** | 2 | 3.00 ± 1.41 | 6.00 ± 2.83 |" in text and "exploratory" in text
+    assert (tmp_path / "reports" / f"{tmp_path.name}.md").is_file()

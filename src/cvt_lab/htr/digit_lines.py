@@ -53,15 +53,15 @@ def compose_line(digits: np.ndarray, labels: np.ndarray, pool: np.ndarray, n: in
         img = digits[k]
         cols = np.flatnonzero(img.max(0) > 0.1)
         img = img[:, cols[0]:cols[-1] + 1] if len(cols) else img
-        dh = int(round(height * rng.uniform(0.6, 0.85)))  # digit height: scale jitter
-        dw = max(2, int(round(img.shape[1] * dh / img.shape[0] * rng.uniform(0.85, 1.15))))
+        dh = int(round(height * rng.uniform(0.7, 0.9)))  # digit height: scale jitter
+        dw = max(2, int(round(img.shape[1] * dh / img.shape[0] * rng.uniform(0.95, 1.3))))
         img = np.asarray(Image.fromarray(img, mode="F").resize((dw, dh), Image.BILINEAR))
         col = np.zeros((height, dw), np.float32)
         top = int(rng.integers(0, height - dh + 1))  # baseline jitter
         col[top:top + dh] = img
         if j > 0:
             space = rng.random() < space_prob
-            gap = int(rng.integers(10, 17)) if space else int(rng.integers(0, 5))
+            gap = int(rng.integers(10, 17)) if space else int(rng.integers(1, 7))
             text += " " if space else ""
             pieces.append(np.zeros((height, gap), np.float32))
         pieces.append(col)
