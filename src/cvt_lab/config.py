@@ -142,7 +142,7 @@ class LinesConfig(DataConfig):
 
     num_classes: int = 0
     in_chans: int = 1
-    augment_p: float = 0.5  # probability of each handwriting augmentation (affine, elastic, erosion/dilation)
+    augment_p: float = 0.3  # probability of each handwriting augmentation (affine, elastic, erosion/dilation)
     min_width: int = 16  # narrower lines are padded on the right to this width (and to the model's minimum)
     mean_aspect: float = 3.8  # mean line width / height: what python -m cvt_lab.plan sizes a line by
     # digit_lines

@@ -95,10 +95,10 @@ class LineAugment:
     shift), an elastic warp, and erosion or dilation (thinner or thicker strokes), each with probability ``p``."""
 
     p: float = 0.5
-    shear: float = 0.3  # slant, tan of the angle
+    shear: float = 0.2  # slant, tan of the angle
     degrees: float = 2.0
     scale: float = 0.08
-    elastic_alpha: float = 6.0  # displacement in pixels
+    elastic_alpha: float = 2.5  # largest displacement in pixels (of a 32 px line: more warps digits into others)
     elastic_sigma: float = 4.0  # smoothness of the displacement field in pixels
 
     def __call__(self, image: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
