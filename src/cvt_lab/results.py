@@ -23,7 +23,8 @@ own directory (``mode`` is part of the identity, so a directory holding a traini
 
 ``results.json`` is a flat JSON object. Its keys: ``status`` ("running" | "finished" | "failed"), ``mode``
 ("train" | "eval"), the metrics ``test/acc1``, ``test/acc5``, ``val/acc1``, ``val/acc5``, ``test/loss``
-(fractions, not %), for line recognition ``test/cer``, ``test/wer``, ``val/cer``, ``val/wer`` (fractions), ``params``, ``macs``, ``image_size``, ``epochs``, ``steps``, the timings ``wall_s`` and
+(fractions, not %), for line recognition ``test/cer``, ``test/wer``, ``val/cer``, ``val/wer`` (fractions),
+``params``, ``macs``, ``image_size``, ``epochs``, ``steps``, the timings ``wall_s`` and
 ``startup_s`` (seconds from the job's own start) and ``started_at`` (ISO 8601), ``seed``, ``model``,
 ``data``, ``recipe``, ``precision``, ``threads``, ``peak_gpu_mem_bytes`` (the GPU memory torch reserved at
 its peak; what the pool launcher packs GPUs by), ``checkpoint`` (the path as given), ``experiment``,

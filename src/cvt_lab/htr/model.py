@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from cvt_lab.models.cvt import CvT
-from cvt_lab.models.layers import conv_out_size, map_to_tokens, tokens_to_map
+from cvt_lab.models.layers import conv_out_size, tokens_to_map
 
 
 class LineTooNarrowError(ValueError):
@@ -29,8 +29,9 @@ class LineTooNarrowError(ValueError):
 def _check_frames(frames: torch.Tensor, widths: torch.Tensor, min_width: int) -> None:
     if bool((frames < 1).any()):
         narrow = int(widths[frames < 1].min())
-        raise LineTooNarrowError(f"a line {narrow} px wide is too narrow for the model's strides: lines need at least "
-                                 f"{min_width} px at this height (pad narrow lines on the right, or use smaller strides)")
+        raise LineTooNarrowError(f"a line {narrow} px wide is too narrow for the model's strides: lines need at "
+                                 f"least {min_width} px at this height (pad narrow lines on the right, or use "
+                                 "smaller strides)")
 
 
 class CvTLineRecognizer(nn.Module):

@@ -47,7 +47,8 @@ def render(sweep: Path) -> str:
              "| row | seeds | test CER % | test WER % |", "|---|---|---|---|"]
     for row, jobs in rows.items():
         mark = " **(lowest)**" if row == best else ""
-        lines.append(f"| {row}{mark} | {len(jobs)} | {stat([c for _, c, _ in jobs])} | {stat([w for _, _, w in jobs])} |")
+        cer, wer = stat([c for _, c, _ in jobs]), stat([w for _, _, w in jobs])
+        lines.append(f"| {row}{mark} | {len(jobs)} | {cer} | {wer} |")
     if other:
         lines += ["", "Not counted: " + "; ".join(other)]
     return "\n".join(lines) + "\n"

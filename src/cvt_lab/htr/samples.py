@@ -30,5 +30,7 @@ def save_samples(samples: list[tuple[torch.Tensor, str, str]], path: Path) -> Pa
 
 def log_samples(logger: Any, path: Path) -> None:
     """The sample image to W&B (``test/samples``) when the run logs there; other loggers keep the file only."""
-    if type(logger).__name__ == "WandbLogger":
+    from lightning.pytorch.loggers import WandbLogger
+
+    if isinstance(logger, WandbLogger):
         logger.log_image(key="test/samples", images=[str(path)])
