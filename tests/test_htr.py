@@ -171,6 +171,10 @@ def test_htr_job_records_cer_and_wer_and_writes_sample_lines(tmp_path, model):
     assert (tmp_path / "samples.png").stat().st_size > 0
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
     assert ckpt["hyper_parameters"]["charset"] == list("0123456789 ")
+    if model == "htr_cvt":  # the line recognizer's own checkpoint evaluates to the same CER
+        evaluated = run(compose_config(*HTR_TINY, f"model={model}", "mode=eval",
+                                       f"checkpoint={tmp_path / 'checkpoints' / 'last.ckpt'}"), tmp_path / "eval")
+        assert evaluated.test_cer == pytest.approx(record.test_cer)
 
 
 def test_every_cvt_ablation_axis_composes_onto_the_line_recognizer():
