@@ -228,3 +228,17 @@ def test_htr_report_gives_cer_and_wer_per_row_over_seeds(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "| none **(lowest)** | 2 | 3.00 ± 1.41 | 6.00 ± 2.83 |" in text and "exploratory" in text
     assert (tmp_path / "reports" / f"{tmp_path.name}.md").is_file()
+
+
+def test_sample_lines_go_to_wandb_as_an_image(tmp_path, monkeypatch):
+    from lightning.pytorch.loggers import CSVLogger, WandbLogger
+
+    from cvt_lab.htr.samples import log_samples, save_samples
+
+    logged = {}
+    monkeypatch.setattr(WandbLogger, "log_image", lambda self, key, images, **kw: logged.update({key: images}))
+    path = save_samples([(torch.rand(1, 32, 80), "12", "13"), (torch.rand(1, 32, 50), "4", "4")], tmp_path / "s.png")
+    log_samples(CSVLogger(tmp_path), path)
+    assert logged == {} and path.stat().st_size > 0
+    log_samples(WandbLogger(offline=True, save_dir=str(tmp_path)), path)
+    assert logged == {"test/samples": [str(path)]}
