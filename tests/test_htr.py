@@ -160,11 +160,12 @@ HTR_TINY = ("experiment=htr", "data.source=sklearn", "data.train_lines=48", "dat
             "model.dims=[16,32,32]", "model.heads=[1,2,2]")
 
 
-@pytest.mark.parametrize("model", ["htr_cvt", "htr_crnn"])
-def test_htr_job_records_cer_and_wer_and_writes_sample_lines(tmp_path, model):
+@pytest.mark.parametrize(("model", "size"), [("htr_cvt", ()), ("htr_crnn", ("model.crnn_dims=[8,8,16,16]",
+                                                                          "model.rnn_hidden=16"))])
+def test_htr_job_records_cer_and_wer_and_writes_sample_lines(tmp_path, model, size):
     from cvt_lab.train import run
 
-    record = run(compose_config(*HTR_TINY, f"model={model}"), tmp_path)
+    record = run(compose_config(*HTR_TINY, f"model={model}", *size), tmp_path)
     results = read_results(tmp_path)
     assert record.status == "finished" and 0 <= results["test/cer"] and 0 <= results["test/wer"]
     assert results["val/cer"] is not None and results["test/acc1"] is None
