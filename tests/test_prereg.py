@@ -147,3 +147,11 @@ def test_the_registered_sweeps_command_line(tmp_path, capsys):
     assert capsys.readouterr().out.split() == sweep_overrides(prereg, "model/kv_stride")[2:]
     assert main(["table6", "--root", str(path.parent)]) == 0  # nothing registered: nothing printed
     assert capsys.readouterr().out == ""
+
+
+def test_a_missing_row_is_incomplete(tmp_path, registered):
+    path = write_prereg(tmp_path / "prereg")
+    sweep = sweep_of(tmp_path, file_sha256(path), skip=(("stride1", 100), ("stride1", 101)))
+    md = report(sweep, tmp_path / "out", prereg_root=path.parent)["md"].read_text()
+    assert label_of(md).startswith("**Confirmatory: claim incomplete")
+    assert "row a (stride1): seeds [100, 101] not finished" in md

@@ -116,13 +116,21 @@ def sweep_overrides(prereg: Prereg, axis: str) -> list[str]:
 
 
 def registered_identities(prereg: Prereg, axis: str) -> dict[tuple[str, int], str]:
-    """(row option, seed) -> the run identity the registered sweep composes to, today."""
-    from cvt_lab.plan.jobs import compose_sweep
+    """(row option, seed) -> the run identity the registered sweep composes to, today. Each row is composed once
+    (with the first seed): the seed enters a config only as ``seed``, so the other seeds' identities follow."""
+    from omegaconf import open_dict
 
+    from cvt_lab.plan.jobs import compose_sweep
+    from cvt_lab.results import identity_of
+
+    first = Prereg(**{**prereg.__dict__, "seeds": prereg.seeds[:1]})
     out = {}
-    for job in compose_sweep(sweep_overrides(prereg, axis)).jobs:
-        values = dict(o.split("=", 1) for o in job.overrides if "=" in o)
-        out[(values[axis], int(values["seed"]))] = job.identity
+    for job in compose_sweep(sweep_overrides(first, axis)).jobs:
+        row = dict(o.split("=", 1) for o in job.overrides if "=" in o)[axis]
+        for seed in prereg.seeds:
+            with open_dict(job.config):
+                job.config.seed = seed
+            out[(row, seed)] = identity_of(job.config)[0]
     return out
 
 

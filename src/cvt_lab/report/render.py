@@ -193,7 +193,7 @@ def section_markdown(spec: dict, section: Section, index: int, count: int, metri
     bad = [r for r in section.rows if r.status != "ok" and not r.not_run]
     if lines[-1]:
         lines.append("")
-    lines.append("Failed or missing: " + ("none." if not bad else
+    lines.append("Failed or missing (or still running): " + ("none." if not bad else
                                          "; ".join(f"row {r.paper['row']} ({r.option}): {r.status}" for r in bad)))
     if section.duplicates:
         lines += ["", "Duplicates (the same row and seed run again; the first finished job is used): " + "; ".join(

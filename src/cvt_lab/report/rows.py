@@ -83,7 +83,9 @@ class TableRow:
     def status(self) -> str:
         if self.not_run:
             return self.not_run
-        problems = [f"failed seed {j.seed}: {one_line(j.error)}" for j in self.failed]
+        running = sorted(j.seed for j in self.failed if j.status == "running")
+        problems = [f"running seeds {running}"] if running else []
+        problems += [f"failed seed {j.seed}: {one_line(j.error)}" for j in self.failed if j.status != "running"]
         problems += [f"missing seeds {self.missing}"] if self.missing else []
         return "; ".join(problems) or ("ok" if self.used else "no jobs")
 
