@@ -98,3 +98,16 @@ reports: $(STAMP)  ## the reports of Tables 5-8 again, from their sweeps (after 
 	@for t in $(ABLATION_TABLES); do \
 	  $(PY) -m cvt_lab.report $(SWEEPS)/$${t}_$(SCALE) --out $(REPORTS) >/dev/null || exit $$?; \
 	  echo "wrote $(REPORTS)/$$t.md"; done
+
+# Handwriting (cvt_lab.htr): the CvT ablations on lines of handwritten digits, each sweep <= 10 minutes on 2 cores at
+# CPU scale, then its exploratory report (CER / WER per row over seeds) in experiments/reports/<table>_<scale>.md.
+HTR_ABLATIONS = htr_ablation_pos_embed htr_ablation_conv_embed htr_ablation_kv_stride
+htr_table = $(patsubst htr_ablation_%,htr_%,$(1))
+
+.PHONY: htr $(HTR_ABLATIONS)
+htr: $(STAMP)  ## the default line recognizer: CvT + CTC on digit_lines (CPU, offline), test CER / WER, samples.png
+	$(PY) -m cvt_lab experiment=htr $(ARGS)
+
+$(HTR_ABLATIONS): $(STAMP)  ## htr_ablation_{pos_embed,conv_embed,kv_stride}: the handwriting sweep, then its report
+	$(PY) -m cvt_lab experiment=$@ scale=$(SCALE) $(ARGS) -m
+	$(PY) -m cvt_lab.htr.report $(SWEEPS)/$(call htr_table,$@)_$(SCALE) --out $(REPORTS)

@@ -21,14 +21,17 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("models and checkpoint formats", (
         "cvt_lab", "cvt_lab.errors", "cvt_lab.exits", "cvt_lab.paths", "cvt_lab.models", "cvt_lab.checkpoint",
         "cvt_lab.checkpoint.formats", "cvt_lab.checkpoint.hub", "cvt_lab.checkpoint.load", "cvt_lab.timm_registry",
-        "cvt_lab.complexity")),
+        "cvt_lab.complexity", "cvt_lab.htr", "cvt_lab.htr.model", "cvt_lab.htr.charset")),
     ("data, module, config", (
-        "cvt_lab.config", "cvt_lab.data", "cvt_lab.module", "cvt_lab.callbacks", "cvt_lab.loggers")),
+        "cvt_lab.config", "cvt_lab.data", "cvt_lab.module", "cvt_lab.callbacks", "cvt_lab.loggers",
+        "cvt_lab.htr.batching", "cvt_lab.htr.datamodule", "cvt_lab.htr.digit_lines", "cvt_lab.htr.folder",
+        "cvt_lab.htr.module", "cvt_lab.htr.samples", "cvt_lab.htr.job")),
     ("run lifecycle", (
         "cvt_lab.results", "cvt_lab.identity", "cvt_lab.rundir", "cvt_lab.compose", "cvt_lab.building",
         "cvt_lab.modes", "cvt_lab.predict", "cvt_lab.job", "cvt_lab.train")),
     ("sweeps, plan, reports, exports", (
-        "cvt_lab.sweep", "cvt_lab.plan", "cvt_lab.report", "cvt_lab.checkpoint.exports", "hydra_plugins")),
+        "cvt_lab.sweep", "cvt_lab.plan", "cvt_lab.report", "cvt_lab.checkpoint.exports", "hydra_plugins",
+        "cvt_lab.htr.report")),
     ("command lines", (
         "cvt_lab.__main__", "cvt_lab.plan.__main__", "cvt_lab.report.__main__", "cvt_lab.checkpoint.__main__",
         "cvt_lab.checkpoint.cli", "cvt_lab.complexity.__main__", "cvt_lab.prereg")),

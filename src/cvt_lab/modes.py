@@ -11,13 +11,14 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from cvt_lab.building import (build_callbacks, datamodule_from_config, image_size_of, logger_from_config,
+from cvt_lab.building import (build, build_callbacks, datamodule_from_config, image_size_of, logger_from_config,
                               model_from_config, module_from_config, trainer_from_config)
 from cvt_lab.callbacks import RequeueBetweenSteps, StartupTimer
 from cvt_lab.complexity import count
 from cvt_lab.errors import JobError
+from cvt_lab.htr.job import build_line_task, is_line_task
 from cvt_lab.module import NonFiniteLossError
 from cvt_lab.rundir import RunDir
 
@@ -25,7 +26,8 @@ log = logging.getLogger(__name__)
 
 # The record's metric fields and the Lightning metric each comes from.
 METRIC_FIELDS = {"test_acc1": "test/acc1", "test_acc5": "test/acc5", "val_acc1": "val/acc1", "val_acc5": "val/acc5",
-                 "test_loss": "test/loss"}
+                 "test_loss": "test/loss", "test_cer": "test/cer", "test_wer": "test/wer", "val_cer": "val/cer",
+                 "val_wer": "val/wer"}
 
 
 def fit_and_test(cfg: DictConfig, run_dir: Path, resume: str | None, started: float, owner: bool = True,
@@ -36,10 +38,17 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, resume: str | None, started: fl
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     run = RunDir(run_dir)
     image_size = image_size_of(cfg)
-    model = model_from_config(cfg)
-    size = count(model, image_size, in_chans=cfg.model.in_chans)
-    datamodule = datamodule_from_config(cfg)
-    module = module_from_config(cfg, model)
+    if is_line_task(cfg):  # handwriting: CTC on variable-width lines (cvt_lab.htr); the data's charset sizes the head
+        mixup = cfg.recipe.mixup > 0 or cfg.recipe.cutmix > 0
+        data_kwargs = dict(batch_size=cfg.recipe.batch_size, image_size=image_size,
+                           augment=OmegaConf.to_object(cfg.recipe.augment), drop_last=mixup, seed=cfg.seed)
+        model, datamodule, module = build_line_task(cfg, build, data_kwargs)
+        size = count(model, image_size, in_chans=cfg.model.in_chans)  # a square line: the size at one height
+    else:
+        model = model_from_config(cfg)
+        size = count(model, image_size, in_chans=cfg.model.in_chans)
+        datamodule = datamodule_from_config(cfg)
+        module = module_from_config(cfg, model)
     logger = logger_from_config(cfg, run.path, list(overrides or []), owner)
     timer = StartupTimer(started)
     callbacks = [*build_callbacks(cfg, run.checkpoint_dir), timer, RequeueBetweenSteps()]
@@ -51,7 +60,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, resume: str | None, started: fl
                 log.info("resuming from %s", resume)
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
         metrics = dict(trainer.callback_metrics)
-        if "val/acc1" not in metrics:
+        if "val/acc1" not in metrics and "val/cer" not in metrics:
             trainer.validate(module, datamodule=datamodule, verbose=False)
             metrics = dict(trainer.callback_metrics)
         trainer.test(module, datamodule=datamodule, verbose=False)
@@ -80,5 +89,6 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, resume: str | None, started: fl
     if torch.cuda.is_initialized():  # what jobs_per_gpu=auto packs by (the pool launcher)
         measured["peak_gpu_mem_bytes"] = torch.cuda.max_memory_reserved()
     if trainer.world_size == 1:  # one process saw every image (a distributed run's are sharded)
-        measured["outcomes"] = dict(module.outcomes)  # per-image top-1 correctness (the job writes outcomes.npz)
+        # per-image top-1 correctness, classifiers only (the job writes outcomes.npz)
+        measured["outcomes"] = dict(getattr(module, "outcomes", {}))
     return measured

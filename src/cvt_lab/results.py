@@ -21,7 +21,8 @@ own directory (``mode`` is part of the identity, so a directory holding a traini
 
 ``results.json`` is a flat JSON object. Its keys: ``status`` ("running" | "finished" | "failed"), ``mode``
 ("train" | "eval" | "predict"), the metrics ``test/acc1``, ``test/acc5``, ``val/acc1``, ``val/acc5``, ``test/loss``
-(fractions, not %), ``params``, ``macs``, ``image_size``, ``epochs``, ``steps``, the timings ``wall_s`` and
+(fractions, not %), for line recognition ``test/cer``, ``test/wer``, ``val/cer``, ``val/wer`` (fractions),
+``params``, ``macs``, ``image_size``, ``epochs``, ``steps``, the timings ``wall_s`` and
 ``startup_s`` (seconds from the job's own start) and ``started_at`` (ISO 8601), ``seed``, ``model``,
 ``data``, ``recipe``, ``precision``, ``threads``, ``peak_gpu_mem_bytes`` (the GPU memory torch reserved at
 its peak; what the pool launcher packs GPUs by), ``checkpoint`` (the path as given), ``experiment``,
@@ -67,6 +68,11 @@ class RunRecord:
     val_acc1: float | None = _key("val/acc1")
     val_acc5: float | None = _key("val/acc5")
     test_loss: float | None = _key("test/loss")
+    # line recognition (cvt_lab.htr): character and word error rates, fractions
+    test_cer: float | None = _key("test/cer")
+    test_wer: float | None = _key("test/wer")
+    val_cer: float | None = _key("val/cer")
+    val_wer: float | None = _key("val/wer")
     params: int | None = None
     macs: int | None = None
     image_size: int | None = None

@@ -35,8 +35,9 @@ class Complexity:
         return asdict(self)
 
 
-def count(model: nn.Module, image_size: int = 224, in_chans: int | None = None) -> Complexity:
-    """Parameters and multiply-adds of one forward pass on a ``image_size`` square image (batch 1, eval)."""
+def count(model: nn.Module, image_size: int = 224, in_chans: int | None = None, width: int | None = None) -> Complexity:
+    """Parameters and multiply-adds of one forward pass on a ``image_size`` square image (batch 1, eval); ``width``:
+    an image ``image_size`` high and ``width`` wide instead (a text line)."""
     in_chans = in_chans or getattr(model, "in_chans", 3)
     params = sum(p.numel() for p in model.parameters())
     meta = {n: torch.empty_like(t, device="meta") for n, t in (*model.named_parameters(), *model.named_buffers())}
@@ -45,7 +46,7 @@ def count(model: nn.Module, image_size: int = 224, in_chans: int | None = None) 
     try:
         # eager even when the model is compiled: counting needs the operators, not a compiled graph
         with FlopCounterMode(display=False) as counter, torch.no_grad(), torch.compiler.set_stance("force_eager"):
-            functional_call(model, meta, (torch.empty(1, in_chans, image_size, image_size, device="meta"),))
+            functional_call(model, meta, (torch.empty(1, in_chans, image_size, width or image_size, device="meta"),))
     finally:
         model.train(was_training)
     return Complexity(params=params, macs=counter.get_total_flops() // 2, image_size=image_size)

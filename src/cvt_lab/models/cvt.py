@@ -40,6 +40,7 @@ from cvt_lab.models.layers import (
     ConvAttention,
     ConvEmbed,
     Mlp,
+    column_mask,
     conv_out_size,
     map_to_tokens,
     tokens_to_map,
@@ -98,8 +99,8 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=ACTIVATIONS[act], drop=drop)
 
-    def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x), hw))
+    def forward(self, x: torch.Tensor, hw: tuple[int, int], widths: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x), hw, widths))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
@@ -139,16 +140,45 @@ class Stage(nn.Module):
         grid = F.interpolate(grid.float(), size=hw, mode="bicubic", align_corners=False).to(self.pos_embed.dtype)
         return map_to_tokens(grid, self.zero_copy_layout)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int], torch.Tensor | None]:
-        """(B, C, H, W) map -> spatial tokens (B, h*w, dim), their grid (h, w), and the class token or None."""
+    def token_widths(self, widths: torch.Tensor) -> torch.Tensor:
+        """The valid token columns after this stage's token embedding, for input maps of valid widths ``widths``."""
+        conv = self.patch_embed.proj
+        return conv_out_size(widths, conv.kernel_size[1], conv.stride[1], conv.padding[1])
+
+    def _padded_pos_embed(self, hw: tuple[int, int], widths: torch.Tensor) -> torch.Tensor:
+        """Each line's position embedding resized to its own valid grid (h, width), zero over its padding: what
+        the line gets alone, whatever the batch's widest line."""
+        out = self.pos_embed.new_zeros(widths.shape[0], hw[0], hw[1], self.pos_embed.shape[-1])
+        for i, w in enumerate(widths.tolist()):
+            out[i, :, :w] = self.resized_pos_embed((hw[0], w)).view(hw[0], w, -1)
+        return out.flatten(1, 2)
+
+    def forward(self, x: torch.Tensor, widths: torch.Tensor | None = None,
+                ) -> tuple[torch.Tensor, tuple[int, int], torch.Tensor | None]:
+        """(B, C, H, W) map -> spatial tokens (B, h*w, dim), their grid (h, w), and the class token or None.
+
+        ``widths`` (B,), optional: the valid widths of a right-padded batch of lines (input columns); the tokens
+        beyond each line's valid columns are zeroed after every step and never attended to, so a line's tokens do
+        not depend on its batch (the next stage takes :meth:`token_widths`)."""
         x, hw = self.patch_embed(x)
+        keep = None
+        if widths is not None:
+            widths = self.token_widths(widths)
+            keep = column_mask(widths, hw).unsqueeze(-1).to(x.dtype)
+            x = x * keep
         if self.pos_embed is not None:
-            x = x + self.resized_pos_embed(hw)
+            x = x + (self.resized_pos_embed(hw) if widths is None else self._padded_pos_embed(hw, widths))
         if self.cls_token is not None:
             x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
+            keep = None if keep is None else torch.cat((keep.new_ones(x.shape[0], 1, 1), keep), dim=1)
         x = self.pos_drop(x)
         for block in self.blocks:
-            x = checkpoint(block, x, hw) if self.grad_checkpointing and torch.is_grad_enabled() else block(x, hw)
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(block, x, hw, widths)
+            else:
+                x = block(x, hw, widths)
+            if keep is not None:
+                x = x * keep
         if self.cls_token is None:
             return x, hw, None
         return x[:, 1:], hw, x[:, :1]

@@ -13,8 +13,10 @@ from cvt_lab.paths import config_dir
 
 
 def list_models() -> list[str]:
-    """Names of the presets in ``conf/model/``."""
-    return sorted(p.stem for p in (config_dir() / "model").glob("*.yaml"))
+    """Names of the classifier presets in ``conf/model/`` (not the line recognizers', whose ``_target_`` is in
+    :mod:`cvt_lab.htr`: they are not CvT classifiers, for timm or ``create_model``)."""
+    return sorted(p.stem for p in (config_dir() / "model").glob("*.yaml")
+                  if "_target_: cvt_lab.htr." not in p.read_text())
 
 
 def _preset_path(name: str) -> Path:

@@ -41,8 +41,9 @@ def map_to_tokens(x: torch.Tensor, zero_copy_layout: bool = True) -> torch.Tenso
     return tokens if zero_copy_layout else tokens.contiguous()
 
 
-def conv_out_size(size: int, kernel: int, stride: int, padding: int, ceil_mode: bool = False) -> int:
-    """Output length of a convolution / pooling window along one axis."""
+def conv_out_size(size, kernel: int, stride: int, padding: int, ceil_mode: bool = False):
+    """Output length of a convolution / pooling window along one axis (an int, or a tensor of lengths: the valid
+    widths of right-padded lines after a strided convolution)."""
     span = size + 2 * padding - kernel
     return (-(-span // stride) if ceil_mode else span // stride) + 1
 
@@ -131,9 +132,17 @@ def depthwise_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d, x: torch.Tensor,
     return bn(conv(x))
 
 
+def column_mask(widths: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """(B, h*w) bool: which tokens of a right-padded (h, w) grid lie within each row's valid width ``widths``."""
+    cols = torch.arange(hw[1], device=widths.device)
+    return (cols < widths[:, None]).unsqueeze(1).expand(-1, hw[0], -1).reshape(widths.shape[0], -1)
+
+
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, dropout_p: float = 0.0,
-              fused_attention: bool = True, lowp_cpu_attention: bool = True) -> torch.Tensor:
-    """softmax(q k^T * scale) v over (B, heads, N, head_dim) tensors.
+              fused_attention: bool = True, lowp_cpu_attention: bool = True,
+              attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(q k^T * scale) v over (B, heads, N, head_dim) tensors; ``attn_mask`` (bool, broadcast to
+    (B, heads, N, N_k), True: attend) leaves keys out, e.g. the right padding of variable-width lines.
 
     fp32 and every CUDA dtype: PyTorch's fused ``scaled_dot_product_attention`` (flash kernel; no N x N matrix
     kept for backward). bf16/fp16 on CPU: explicit matmul -> softmax -> matmul, which is ~1.3-3x faster there
@@ -141,8 +150,11 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, d
     """
     lowp_cpu = lowp_cpu_attention and q.device.type == "cpu" and q.dtype != torch.float32
     if fused_attention and not lowp_cpu:
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=scale)
-    probs = torch.matmul(q * scale, k.transpose(-2, -1)).softmax(dim=-1)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, scale=scale)
+    logits = torch.matmul(q * scale, k.transpose(-2, -1))
+    if attn_mask is not None:
+        logits = logits.masked_fill(~attn_mask, float("-inf"))
+    probs = logits.softmax(dim=-1)
     if dropout_p > 0.0:
         probs = F.dropout(probs, dropout_p)
     return torch.matmul(probs, v)
@@ -173,6 +185,8 @@ class ConvAttention(nn.Module):
         self.conv_proj_q = build_projection("linear" if proj == "avg" else proj, dim, kernel, 1)
         self.conv_proj_k = build_projection(proj, dim, kernel, kv_stride)
         self.conv_proj_v = build_projection(proj, dim, kernel, kv_stride)
+        # k/v's geometry along the width (kernel, stride, padding, ceil_mode): the valid key width of a padded line
+        self.kv_geometry = (1, 1, 0, False) if proj == "linear" else (kernel, kv_stride, kernel // 2, proj == "avg")
         self.proj_q = nn.Linear(dim, dim, bias=qkv_bias)
         self.proj_k = nn.Linear(dim, dim, bias=qkv_bias)
         self.proj_v = nn.Linear(dim, dim, bias=qkv_bias)
@@ -192,22 +206,39 @@ class ConvAttention(nn.Module):
             x_map = projection(x_map)
         return map_to_tokens(x_map, self.zero_copy_layout)
 
+    def _kv_grid(self, hw: tuple[int, int]) -> tuple[int, int]:
+        kernel, stride, padding, ceil_mode = self.kv_geometry
+        return tuple(conv_out_size(n, kernel, stride, padding, ceil_mode) for n in hw)
+
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
         return x.view(b, n, self.heads, c // self.heads).transpose(1, 2)
 
-    def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    def key_mask(self, widths: torch.Tensor, kv_hw: tuple[int, int]) -> torch.Tensor:
+        """(B, 1, 1, N_k) bool: the keys within each line's valid width after the k/v projection (class token kept)."""
+        kernel, stride, padding, ceil_mode = self.kv_geometry
+        mask = column_mask(conv_out_size(widths, kernel, stride, padding, ceil_mode), kv_hw)
+        if self.with_cls_token:
+            mask = torch.cat((mask.new_ones(mask.shape[0], 1), mask), dim=1)
+        return mask[:, None, None, :]
+
+    def forward(self, x: torch.Tensor, hw: tuple[int, int], widths: torch.Tensor | None = None) -> torch.Tensor:
+        """``widths`` (B,), optional: each row's valid token columns of a right-padded batch of lines; the padding
+        is zeroed before the convolutions (as the zero padding of a line alone) and left out of the keys."""
         b, n, c = x.shape
         if self.with_cls_token:  # the class token skips the spatial projection
             cls_token, x = x[:, :1], x[:, 1:]
         x_map = tokens_to_map(x, hw, self.zero_copy_layout)
+        if widths is not None:
+            x_map = x_map * (torch.arange(hw[1], device=x.device) < widths[:, None]).to(x.dtype)[:, None, None, :]
         q = self._spatial(self.conv_proj_q, x_map, x)
         k = self._spatial(self.conv_proj_k, x_map, x)
         v = self._spatial(self.conv_proj_v, x_map, x)
+        attn_mask = None if widths is None else self.key_mask(widths, self._kv_grid(hw))
         if self.with_cls_token:
             q, k, v = (torch.cat((cls_token, t), dim=1) for t in (q, k, v))
         q, k, v = self._heads(self.proj_q(q)), self._heads(self.proj_k(k)), self._heads(self.proj_v(v))
         out = attention(q, k, v, self.scale, self.attn_drop if self.training else 0.0,
-                        self.fused_attention, self.lowp_cpu_attention)
+                        self.fused_attention, self.lowp_cpu_attention, attn_mask)
         out = out.transpose(1, 2).reshape(b, n, c)
         return self.proj_dropout(self.proj(out))

@@ -25,6 +25,7 @@ PUBLISHED_SIZES: dict[str, tuple[int, int | None, int]] = {
     "cifar100": (50_000, None, 10_000),
     "pets": (3_680, None, 3_669),
     "flowers102": (1_020, 1_020, 6_149),
+    "iam_lines": (6_482, 976, 2_915),  # IAM handwritten lines, the Aachen (RWTH) split
 }
 PRECISIONS = {"32-true": "fp32", "32": "fp32", "bf16-mixed": "bf16", "bf16": "bf16", "16-mixed": "fp16"}
 
@@ -74,6 +75,12 @@ def data_size(cfg: DictConfig) -> DataSize:
 
     data = cfg.data
     root = Path(str(data.root)) if data.get("root") else None
+    if is_line_data(cfg) and (root is None or not (root / "train.txt").is_file()) and data.name not in PUBLISHED_SIZES:
+        return DataSize(int(data.train_lines), int(data.val_lines), int(data.test_lines), f"{data.name}: its config")
+    if is_line_data(cfg) and root is not None and (root / "train.txt").is_file():
+        sizes = [sum(1 for line in (root / f"{s}.txt").read_text().splitlines() if line.strip())
+                 if (root / f"{s}.txt").is_file() else 0 for s in ("train", "val", "test")]
+        return DataSize(*sizes, f"{data.name}: lines listed in {root}")
     if root is None:  # data made in memory (digits, synthetic, ...): its own data module makes and counts it
         train, val, test = instantiate(data, image_size=image_size_of(cfg)).load()
         return DataSize(len(train), len(val), len(test), f"{data.name}: counted in memory")
@@ -88,6 +95,15 @@ def data_size(cfg: DictConfig) -> DataSize:
         where = f"no copy at data.root={root}" if not root.exists() else f"not counted in {root}"
         return DataSize(train, val, test, f"{data.name}: the published size ({where})")
     raise ValueError(f"data={data.name}: its size is not known to the plan; point data.root at a local copy")
+
+
+def is_line_data(cfg: DictConfig) -> bool:
+    """Text lines (cvt_lab.htr): sized by the lines' mean width (data.mean_aspect x height), not square images."""
+    return str(cfg.data.get("_target_", "")).startswith("cvt_lab.htr.")
+
+
+def line_width_of(cfg: DictConfig) -> int | None:
+    return round(image_size_of(cfg) * float(cfg.data.mean_aspect)) if is_line_data(cfg) else None
 
 
 def count_images(folder: Path) -> int:
@@ -112,8 +128,8 @@ def macs_of(cfg: DictConfig) -> int:
     from cvt_lab.complexity import count
 
     with torch.device("meta"):
-        model = instantiate(cfg.model)
-    return count(model, image_size_of(cfg), in_chans=cfg.model.in_chans).macs
+        model = instantiate(cfg.model, **({"num_classes": 100} if is_line_data(cfg) else {}))
+    return count(model, image_size_of(cfg), in_chans=cfg.model.in_chans, width=line_width_of(cfg)).macs
 
 
 def read_benchmarks(paths: Sequence[Path]) -> list[dict[str, Any]]:
@@ -170,15 +186,21 @@ def measure_speed(cfg: DictConfig, device: Device, steps: int = 3) -> Speed:
     target = torch.device("cuda" if device.kind == "cuda" else "cpu")
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(device.precision)
     batch, size = int(cfg.recipe.batch_size), image_size_of(cfg)
-    model = instantiate(OmegaConf.merge(cfg.model, {"compile": False})).to(target)
-    images = torch.randn(batch, cfg.model.in_chans, size, size, device=target)
-    labels = torch.randint(int(cfg.model.num_classes), (batch,), device=target)
+    lines = is_line_data(cfg)
+    model = instantiate(OmegaConf.merge(cfg.model, {"compile": False}, {"num_classes": 100} if lines else {}))
+    model = model.to(target)
+    images = torch.randn(batch, cfg.model.in_chans, size, line_width_of(cfg) or size, device=target)
+    labels = torch.randint(100 if lines else int(cfg.model.num_classes), (batch,), device=target)
+
+    def loss_of(logits: torch.Tensor) -> torch.Tensor:  # a line's frames: their mean (the CTC loss costs ~nothing)
+        return torch.nn.functional.cross_entropy(logits.mean(1) if lines else logits, labels)
+
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def step(train: bool) -> None:
         with torch.autocast(target.type, dtype=dtype, enabled=dtype is not None):
             if train:
-                loss = torch.nn.functional.cross_entropy(model(images), labels)
+                loss = loss_of(model(images))
                 loss.backward()
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
