@@ -14,13 +14,11 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from cvt_lab.results import read_record
+from timed_job import run_timed  # beside this script
 
 TARGET_ACC1 = 0.985
 
@@ -38,14 +36,10 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as tmp:
             cmd = [sys.executable, "-m", "cvt_lab", f"seed={i}", f"hydra.run.dir={tmp}",
                    "trainer.enable_progress_bar=false", *args.overrides]
-            start = time.perf_counter()
-            proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-            wall = time.perf_counter() - start
-            if proc.returncode != 0:
-                print(f"error: {' '.join(cmd[1:])} exited {proc.returncode}:\n{proc.stderr.strip()[-2000:]}",
-                      file=sys.stderr)
+            done = run_timed(cmd, tmp)
+            if done is None:
                 return 1
-            record = read_record(tmp)
+            record, wall = done
         runs.append({"seed": i, "wall_s": round(wall, 2), "test/acc1": record.test_acc1,
                      "startup_s": record.startup_s, "epochs": record.epochs})
         print(f"seed {i}: test top-1 {100 * record.test_acc1:.2f}% in {wall:.1f} s "

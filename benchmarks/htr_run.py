@@ -16,13 +16,11 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from cvt_lab.results import read_record
+from timed_job import run_timed  # beside this script
 
 TARGET_CER = 0.05
 
@@ -43,14 +41,10 @@ def main() -> int:
             cmd = [sys.executable, "-m", "cvt_lab", "experiment=htr", f"seed={i}", f"hydra.run.dir={tmp}",
                    "trainer.enable_progress_bar=false", *args.overrides]
             load_before = os.getloadavg()[0]
-            start = time.perf_counter()
-            proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-            wall = time.perf_counter() - start
-            if proc.returncode != 0:
-                print(f"error: {' '.join(cmd[1:])} exited {proc.returncode}:\n{proc.stderr.strip()[-2000:]}",
-                      file=sys.stderr)
+            done = run_timed(cmd, tmp)
+            if done is None:
                 return 1
-            record = read_record(tmp)
+            record, wall = done
             if i == 0 and args.samples and (Path(tmp) / "samples.png").is_file():
                 args.samples.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy(Path(tmp) / "samples.png", args.samples)
