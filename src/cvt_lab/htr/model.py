@@ -12,6 +12,7 @@ out of attention and of the LSTM, so a line's logits over its valid frames do no
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -26,12 +27,21 @@ class LineTooNarrowError(ValueError):
     """A line gives no output frame: the model's strides need a wider image."""
 
 
-def _check_frames(frames: torch.Tensor, widths: torch.Tensor, min_width: int) -> None:
-    if bool((frames < 1).any()):
+def smallest_width(frame_widths: Callable[[torch.Tensor], torch.Tensor]) -> int:
+    """The narrowest line (px) that still gives one frame through ``frame_widths``."""
+    w = 1
+    while int(frame_widths(torch.tensor([w]))) < 1:
+        w += 1
+    return w
+
+
+def _check_frames(frame_widths: Callable[[torch.Tensor], torch.Tensor], widths: torch.Tensor) -> None:
+    frames = frame_widths(widths)
+    if bool((frames < 1).any()):  # the smallest width is searched only for the message
         narrow = int(widths[frames < 1].min())
         raise LineTooNarrowError(f"a line {narrow} px wide is too narrow for the model's strides: lines need at "
-                                 f"least {min_width} px at this height (pad narrow lines on the right, or use "
-                                 "smaller strides)")
+                                 f"least {smallest_width(frame_widths)} px at this height (pad narrow lines on the "
+                                 "right, or use smaller strides)")
 
 
 class CvTLineRecognizer(nn.Module):
@@ -52,15 +62,12 @@ class CvTLineRecognizer(nn.Module):
         return widths
 
     def min_width(self) -> int:
-        w = 1
-        while int(self.frame_widths(torch.tensor([w]))) < 1:
-            w += 1
-        return w
+        return smallest_width(self.frame_widths)
 
     def forward(self, x: torch.Tensor, widths: torch.Tensor | None = None) -> torch.Tensor:
         """(B, C, H, W) right-padded lines (zero background), valid widths (B,) -> logits (B, frames, classes)."""
         if widths is not None:
-            _check_frames(self.frame_widths(widths), widths, self.min_width())
+            _check_frames(self.frame_widths, widths)
         else:
             self.backbone._check_input(x)
         for stage in self.backbone.stages:
@@ -112,14 +119,11 @@ class CRNN(nn.Module):
         return widths
 
     def min_width(self) -> int:
-        w = 1
-        while int(self.frame_widths(torch.tensor([w]))) < 1:
-            w += 1
-        return w
+        return smallest_width(self.frame_widths)
 
     def forward(self, x: torch.Tensor, widths: torch.Tensor | None = None) -> torch.Tensor:
         if widths is not None:
-            _check_frames(self.frame_widths(widths), widths, self.min_width())
+            _check_frames(self.frame_widths, widths)
         for block, p in zip(self.blocks, self.pools):
             x = block(x)
             if widths is not None:  # the padding back to zero: the next 3x3 conv reads it at each line's right edge
