@@ -122,9 +122,11 @@ class LinesConfig(DataConfig):
     test_lines: int = 500
     min_chars: int = 3  # digits per line
     max_chars: int = 8
-    test_min_chars: int | None = None  # None: as training; larger: lines longer than any training line
+    # None: as training; larger: validation and test lines longer than any training line
+    test_min_chars: int | None = None
     test_max_chars: int | None = None
     space_prob: float = 0.15  # a word space between two digits
+    fresh_train_lines: bool = False  # compose new training lines each epoch (from the training digits only)
     # lines (a folder: images/, transcriptions.txt, train.txt / val.txt / test.txt; see cvt_lab.htr.folder)
     invert: str = "auto"  # auto (dark ink on light paper is inverted) | true | false
 

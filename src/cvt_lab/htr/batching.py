@@ -55,15 +55,27 @@ class LineCollate:
                          torch.tensor([len(e) for e in encoded]), [t for _, t in items])
 
 
+class _SetEpoch:
+    """What Lightning tells the epoch: a batch sampler's ``.sampler`` (``lightning.fabric.utilities.data.
+    _set_sampler_epoch`` never calls the batch sampler's own ``set_epoch``)."""
+
+    def __init__(self, batch_sampler: BucketBatchSampler):
+        self.batch_sampler = batch_sampler
+
+    def set_epoch(self, epoch: int) -> None:
+        self.batch_sampler.set_epoch(epoch)
+
+
 class BucketBatchSampler(Sampler[list[int]]):
     """Batches of lines of similar width, so little of a batch is padding: the lines sorted by width (ties and, in
     training, the order within buckets of ``bucket`` batches shuffled), cut into batches, the batches shuffled.
-    The order is a function of (seed, epoch) alone (Lightning calls ``set_epoch``)."""
+    The order is a function of (seed, epoch) alone: Lightning sets the epoch through ``sampler``."""
 
     def __init__(self, widths: Sequence[int], batch_size: int, shuffle: bool, seed: int = 0, drop_last: bool = False,
                  bucket: int = 8):
         self.widths, self.batch_size, self.shuffle = list(widths), batch_size, shuffle
         self.seed, self.drop_last, self.bucket, self.epoch = seed, drop_last, bucket, 0
+        self.sampler = _SetEpoch(self)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

@@ -38,9 +38,12 @@ class LineDataset(Dataset):
             image = self.augment(image, gen)
         return image, text
 
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
 
 class _EpochSampler(BucketBatchSampler):
-    """Tells the training set the epoch too (its augmentation's seed)."""
+    """Tells the training set the epoch too (its augmentation's seed, and new lines where it draws them)."""
 
     def __init__(self, dataset: LineDataset, *args: Any, **kwargs: Any):
         super().__init__(dataset.widths, *args, **kwargs)
@@ -48,7 +51,8 @@ class _EpochSampler(BucketBatchSampler):
 
     def set_epoch(self, epoch: int) -> None:
         super().set_epoch(epoch)
-        self.dataset.epoch = epoch
+        self.dataset.set_epoch(epoch)
+        self.widths = list(self.dataset.widths)  # a data set that draws new lines each epoch has new widths
 
 
 class LineDataModule(pl.LightningDataModule):

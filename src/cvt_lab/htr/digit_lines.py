@@ -2,10 +2,12 @@
 (scikit-learn's 8x8 digits as a fallback): a random number of digits per line, random gaps (wider ones are word
 spaces, so WER means something), per-digit scale and baseline jitter. The source digits are split once (by
 ``split_seed``): every source image belongs to exactly one of train / val / test, so no test line reuses a digit
-seen in training. ``test_min_chars`` / ``test_max_chars`` make evaluation lines longer than any training line
-(the position-embedding ablation's width generalization)."""
+seen in training. ``test_min_chars`` / ``test_max_chars`` make evaluation lines (validation and test) longer than
+any training line (the position-embedding ablation's width generalization)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -70,17 +72,39 @@ def compose_line(digits: np.ndarray, labels: np.ndarray, pool: np.ndarray, n: in
     return torch.from_numpy(np.concatenate(pieces, axis=1)).clamp_(0, 1)[None], text
 
 
+class ComposedLines(LineDataset):
+    """Lines composed from a pool of source digits; with ``fresh`` set, the training lines are drawn anew each epoch
+    (new digit sequences, gaps and jitter from the same source digits), a generator seeded by (split seed, seed,
+    epoch) alone, so a resumed run sees the lines an uninterrupted one saw."""
+
+    def __init__(self, compose: Callable[[np.random.Generator], list[tuple[torch.Tensor, str]]],
+                 rng_key: list[int], fresh: bool):
+        self.compose, self.rng_key, self.fresh = compose, rng_key, fresh
+        self.lines = compose(np.random.default_rng(rng_key))
+        super().__init__(self.lines.__getitem__, [img.shape[-1] for img, _ in self.lines], [t for _, t in self.lines])
+
+    def set_epoch(self, epoch: int) -> None:
+        if self.fresh and epoch != self.epoch:
+            self.lines = self.compose(np.random.default_rng([*self.rng_key, self.seed, epoch]))
+            self.get = self.lines.__getitem__
+            self.widths, self.texts = [img.shape[-1] for img, _ in self.lines], [t for _, t in self.lines]
+        super().set_epoch(epoch)
+
+
 class DigitLinesDataModule(LineDataModule):
-    """Fixed sets of composed lines per split (the training set augmented each epoch), held in memory."""
+    """Fixed sets of composed lines per split held in memory; the training lines augmented each epoch and, with
+    ``fresh_train_lines``, composed anew each epoch (from the training split's source digits only)."""
 
     def __init__(self, name: str = "digit_lines", source: str = "mnist", train_lines: int = 4000, val_lines: int = 300,
                  test_lines: int = 500, min_chars: int = 3, max_chars: int = 8, test_min_chars: int | None = None,
-                 test_max_chars: int | None = None, space_prob: float = 0.15, **kwargs):
-        self.source, self.space_prob = source, space_prob
+                 test_max_chars: int | None = None, space_prob: float = 0.15, fresh_train_lines: bool = False,
+                 **kwargs):
+        self.source, self.space_prob, self.fresh_train_lines = source, space_prob, fresh_train_lines
         self.counts = {"train": train_lines, "val": val_lines, "test": test_lines}
         train_range = (min_chars, max_chars)
         test_range = (test_min_chars or min_chars, test_max_chars or max_chars)
-        self.lengths = {"train": train_range, "val": train_range, "test": test_range}
+        # validation lines as the test lines: a pilot on the validation split sees the widths the claim is about
+        self.lengths = {"train": train_range, "val": test_range, "test": test_range}
         if min(min_chars, test_range[0]) < 1 or max_chars < min_chars or test_range[1] < test_range[0]:
             raise ValueError(f"data={name}: line lengths must be 1 <= min_chars <= max_chars (train "
                              f"{train_range}, test {test_range})")
@@ -94,9 +118,10 @@ class DigitLinesDataModule(LineDataModule):
         pools = split_indices(len(digits), self.split_seed)
         out = {}
         for s, split in enumerate(SPLITS):
-            rng = np.random.default_rng([self.split_seed, s])
-            lo, hi = self.lengths[split]
-            lines = [compose_line(digits, labels, pools[split], int(rng.integers(lo, hi + 1)), self.height, rng,
-                                  self.space_prob) for _ in range(self.counts[split])]
-            out[split] = LineDataset(lines.__getitem__, [img.shape[-1] for img, _ in lines], [t for _, t in lines])
+            def compose(rng: np.random.Generator, split: str = split) -> list[tuple[torch.Tensor, str]]:
+                lo, hi = self.lengths[split]
+                return [compose_line(digits, labels, pools[split], int(rng.integers(lo, hi + 1)), self.height, rng,
+                                     self.space_prob) for _ in range(self.counts[split])]
+
+            out[split] = ComposedLines(compose, [self.split_seed, s], fresh=split == "train" and self.fresh_train_lines)
         return out
