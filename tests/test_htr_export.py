@@ -236,6 +236,19 @@ def test_predict_transcribes_every_line_image_of_a_folder_and_skips_an_unreadabl
     assert rows[2][1] == recognizer.charset.greedy(logits, recognizer.model.frame_widths(widths))[0]
 
 
+def test_a_line_model_refuses_to_predict_with_weights_that_carry_no_charset(tmp_path):
+    from cvt_lab.errors import JobError
+    from cvt_lab.job import run
+
+    weights = tmp_path / "weights.pth"  # a line recognizer's tensors alone: which class is which character?
+    torch.save(build_cvt_line_recognizer(num_classes=12, in_chans=1, depths=[1, 1, 1]).state_dict(), weights)
+    with pytest.raises(JobError, match=r"checkpoint=.*weights.pth: not a line recognizer's checkpoint \(none carries "
+                                       r"the charset its head decodes to\)") as failed:
+        run(compose_config(*HTR_TINY, "mode=predict", f"checkpoint={weights}", f"predict.input={tmp_path}"),
+            tmp_path / "predict")
+    assert "\n" not in str(failed.value)
+
+
 # ---------------------------------------------------------------------------------------------- W&B
 
 
