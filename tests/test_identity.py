@@ -24,9 +24,9 @@ def exclude_keys_of(path: Path) -> list[str]:
                          ids=lambda p: p.name)
 def test_what_never_names_a_job_is_outside_the_identity(path):
     """conf/'s exclude_keys against the one list: a key left out of job names either cannot change a result, or is
-    named otherwise (the checkpoint by its contents), or is swept by the experiment itself (its data set comes
-    from the scale, which names the sweep directory)."""
-    swept_by_the_experiment = {"data"} if path.parent.name == "experiment" else set()
+    named otherwise (the checkpoint by its contents), or is swept by the experiment itself (its data set, and a
+    handwriting ablation's model, come from the scale, which names the sweep directory)."""
+    swept_by_the_experiment = {"data", "model"} if path.parent.name == "experiment" else set()
     for key in exclude_keys_of(path):
         assert not in_identity(key) or key in NAMED_BY_CONTENTS | swept_by_the_experiment, (path.name, key)
 

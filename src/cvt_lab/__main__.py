@@ -35,7 +35,7 @@ log = logging.getLogger("cvt_lab")
 
 def summary(record: RunRecord) -> str:
     if record.mode == "predict":
-        return f"{record.model}: predictions of checkpoint {record.checkpoint} for the images under data.root"
+        return f"{record.model}: predictions of checkpoint {record.checkpoint}, in the run directory"
 
     def pct(value: float | None) -> str:
         return "n/a" if value is None else f"{100 * value:.2f}%"

@@ -251,9 +251,11 @@ class PathsConfig:
 
 @dataclass
 class PredictConfig:
-    """``mode=predict``: the classes each image under ``data.root`` most likely shows, into the run directory."""
+    """``mode=predict``: the classes each image most likely shows (a classifier), or the text each line image holds
+    (a line recognizer), into a CSV in the run directory."""
 
-    top_k: int = 5
+    input: str | None = None  # the folder of images to predict (recursively); None: data.root
+    top_k: int = 5  # classes per image (a classifier)
     file: str = "predictions.csv"
 
 

@@ -125,6 +125,15 @@ def run_mode(cfg: DictConfig, run_dir: Path, resume: str | None, started: float,
              overrides: Sequence[str]) -> dict:
     """The job's mode, run: the record's fields it measured."""
     if cfg.mode == "predict":
+        from cvt_lab.htr.job import checked_line_recognizer, is_line_task
+        from cvt_lab.htr.module import load_line_recognizer
+        from cvt_lab.rundir import checkpoint_file
+
+        recognizer = load_line_recognizer(checkpoint_file(cfg.checkpoint))
+        if recognizer is not None or is_line_task(cfg):  # a line recognizer's checkpoint says what it holds
+            from cvt_lab.htr.predict import predict_lines
+
+            return predict_lines(cfg, run_dir, started, checked_line_recognizer(cfg, recognizer))
         from cvt_lab.predict import predict
 
         return predict(cfg, run_dir, started)

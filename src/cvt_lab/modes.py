@@ -20,7 +20,7 @@ from cvt_lab.complexity import count
 from cvt_lab.errors import JobError
 from cvt_lab.htr.job import build_line_task, is_line_task
 from cvt_lab.module import NonFiniteLossError
-from cvt_lab.rundir import RunDir
+from cvt_lab.rundir import RunDir, checkpoint_file
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +42,10 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, resume: str | None, started: fl
         mixup = cfg.recipe.mixup > 0 or cfg.recipe.cutmix > 0
         data_kwargs = dict(batch_size=cfg.recipe.batch_size, image_size=image_size,
                            augment=OmegaConf.to_object(cfg.recipe.augment), drop_last=mixup, seed=cfg.seed)
-        model, datamodule, module = build_line_task(cfg, build, data_kwargs)
-        size = count(model, image_size, in_chans=cfg.model.in_chans)  # a square line: the size at one height
+        checkpoint = checkpoint_file(cfg.checkpoint) if cfg.checkpoint else None
+        model, datamodule, module = build_line_task(cfg, build, data_kwargs, checkpoint)
+        image_size = datamodule.height  # mode=eval: the checkpoint's
+        size = count(model, image_size, in_chans=model.in_chans)  # a square line: the size at one height
     else:
         model = model_from_config(cfg)
         size = count(model, image_size, in_chans=cfg.model.in_chans)

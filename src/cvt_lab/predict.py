@@ -1,6 +1,7 @@
-"""``mode=predict``: the top-k classes of every image file under ``data.root``, into a CSV in the run directory.
+"""``mode=predict``: the top-k classes of every image file under ``predict.input`` (else ``data.root``), into a CSV
+in the run directory (with a line recognizer's checkpoint, each line image's text: :mod:`cvt_lab.htr.predict`).
 
-    python -m cvt_lab mode=predict data=imagefolder data.root=DIR checkpoint=RUN_DIR_OR_FILE model=... [predict.top_k=5]
+    python -m cvt_lab mode=predict checkpoint=RUN_DIR_OR_FILE predict.input=DIR model=... [predict.top_k=5]
 
 The model is built from the config (``model=``, ``data.num_classes``) and loads ``checkpoint=`` in any format
 :func:`cvt_lab.checkpoint.load_checkpoint` reads, or a run directory (its ``checkpoints/last.ckpt``). Images
@@ -106,13 +107,21 @@ class TopKWriter(BasePredictionWriter):
         self.rows += len(indices)
 
 
+def input_folder(cfg: DictConfig) -> Path:
+    """The folder ``mode=predict`` reads its images from: ``predict.input``, else ``data.root``."""
+    key = "predict.input" if cfg.predict.get("input") else "data.root"
+    given = cfg.predict.input if key == "predict.input" else cfg.data.get("root")
+    root = Path(str(given or "")).expanduser()
+    if not given or not root.is_dir():
+        raise JobError(f"mode=predict reads the images under predict.input (else data.root), and {key}={given!r} is "
+                       "not a directory: give predict.input=DIR")
+    return root
+
+
 def predict(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, Any]:
-    """Predict every image under ``data.root`` with the checkpoint into ``predict.file``; returns the record's
-    fields it measured."""
-    root = Path(cfg.data.root or "")
-    if not root.is_dir():
-        raise JobError(f"mode=predict reads the images under data.root, and data.root={cfg.data.root!r} is not a "
-                       "directory: give data.root=DIR")
+    """Predict every image under ``predict.input`` (else ``data.root``) with the checkpoint into ``predict.file``;
+    returns the record's fields it measured."""
+    root = input_folder(cfg)
     if cfg.predict.top_k < 1:
         raise JobError(f"predict.top_k={cfg.predict.top_k}: give at least 1")
     image_size = image_size_of(cfg)
@@ -120,8 +129,8 @@ def predict(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, Any]:
     dataset = ImageFiles(root, create_transform(image_size, is_training=False, interpolation=a.interpolation,
                                                 crop_pct=a.crop_pct))
     if not len(dataset):
-        raise JobError(f"no image files under data.root={root} ({', '.join(IMG_EXTENSIONS)}): give the directory "
-                       "that holds the images to predict")
+        raise JobError(f"no image files under {root} ({', '.join(IMG_EXTENSIONS)}): give the directory that holds "
+                       "the images to predict (predict.input=DIR)")
     module = FilePredictor(module_from_config(cfg, model_from_config(cfg)))
     writer = TopKWriter(run_dir / cfg.predict.file, dataset, cfg.predict.top_k)
     trainer: pl.Trainer = trainer_from_config(cfg, run_dir, logger=False, callbacks=[writer],

@@ -62,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "convert":
         print(f"wrote {out} ({args.to} layout)")
     else:
-        print(f"wrote {out} ({args.to})" + (f"; max |diff| of its logits from PyTorch's: {diff:.3g}"
-                                            if diff is not None else ""))
+        if isinstance(diff, dict):  # a line recognizer: checked per width
+            diff = ", ".join(f"{k}: {v:.3g}" for k, v in diff.items())
+        elif diff is not None:
+            diff = f"{diff:.3g}"
+        print(f"wrote {out} ({args.to})" + (f"; max |diff| of its logits from PyTorch's: {diff}" if diff else ""))
     return 0

@@ -19,7 +19,7 @@ from torch import nn
 from cvt_lab.checkpoint.formats import load_state, to_cvt_lab, to_released
 from cvt_lab.checkpoint.hub import is_hub_spec, parse
 from cvt_lab.checkpoint.load import load_checkpoint
-from cvt_lab.rundir import CONFIG_FILE, LAST_CHECKPOINT
+from cvt_lab.rundir import CONFIG_FILE, LAST_CHECKPOINT, checkpoint_file
 
 log = logging.getLogger(__name__)
 
@@ -246,15 +246,46 @@ def default_out(src: str | Path, to: str) -> Path:
     return base.with_name(base.name + "-transformers") if to == "transformers" else base.with_suffix(f".{to}")
 
 
+def line_recognizer_of(src: str | Path) -> Any:
+    """The line recognizer (:class:`cvt_lab.htr.module.LineRecognizer`) a run directory or ``.ckpt`` holds, or
+    None when ``src`` holds a classifier (or any weights without a line recognizer's charset)."""
+    from cvt_lab.htr.module import load_line_recognizer
+
+    return None if is_hub_spec(src) else load_line_recognizer(checkpoint_file(src))
+
+
+def export_line(recognizer: Any, to: str, out: Path, image_size: int | None, overwrite: bool
+                ) -> tuple[Path, dict[str, float]]:
+    """A line recognizer as ONNX (:mod:`cvt_lab.htr.export`), its charset beside it."""
+    from cvt_lab.htr.export import charset_file, export_line_onnx
+
+    if to != "onnx":
+        raise ValueError(f"cvt_lab: --to {to} writes a CvT classifier; a line recognizer exports to ONNX with its "
+                         "charset (--to onnx), and its checkpoint is its weights file")
+    if image_size is not None and image_size != recognizer.line_height:
+        raise ValueError(f"cvt_lab: --image-size {image_size}: a line recognizer reads lines of the height it was "
+                         f"trained at ({recognizer.line_height} px), and its ONNX graph takes any width; drop "
+                         "--image-size")
+    refuse_overwrite(charset_file(out), overwrite)
+    written, diffs = export_line_onnx(recognizer, out)
+    ordinary_permissions(charset_file(out))
+    return written, diffs
+
+
 def export(src: str | Path, to: str = "safetensors", out: str | Path | None = None, model: str | None = None,
-           image_size: int | None = None, overwrite: bool = False) -> tuple[Path, float | None]:
+           image_size: int | None = None, overwrite: bool = False) -> tuple[Path, float | dict[str, float] | None]:
     """Export run directory or checkpoint ``src`` as ``to`` (one of :data:`EXPORT_FORMATS`) at ``out``;
-    returns the path written and, for onnx and transformers, the max |diff| of their logits from PyTorch's.
-    An existing ``out`` is refused (:class:`FileExistsError`) unless ``overwrite``."""
+    returns the path written and, for onnx and transformers, the max |diff| of their logits from PyTorch's (for a
+    line recognizer, per checked width). An existing ``out`` is refused (:class:`FileExistsError`) unless
+    ``overwrite``."""
     if to not in EXPORT_FORMATS:
         raise ValueError(f"cvt_lab: unknown export format {to!r}; valid ones are {', '.join(EXPORT_FORMATS)}")
     out = Path(out) if out is not None else default_out(src, to)
     refuse_overwrite(out, overwrite)
+    recognizer = line_recognizer_of(src) if model is None else None
+    if recognizer is not None:
+        written, diffs = export_line(recognizer, to, out, image_size, overwrite)
+        return ordinary_permissions(written), diffs
     net = model_from(src, model)
     if to == "safetensors":
         written, diff = export_safetensors(net, out), None

@@ -25,6 +25,17 @@ def resize_to_height(image: torch.Tensor, height: int) -> torch.Tensor:
                          antialias=height < h)[0]
 
 
+def pad_lines(lines: Sequence[torch.Tensor], min_width: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """(C, H, w) lines -> (B, C, H, W_max) right-padded with background (0), and their widths (B,), a line
+    narrower than ``min_width`` counted as that wide (padded to it)."""
+    widths = torch.tensor([max(line.shape[-1], min_width) for line in lines])
+    c, h = lines[0].shape[:2]
+    images = torch.zeros(len(lines), c, h, int(widths.max()))
+    for i, line in enumerate(lines):
+        images[i, :, :, :line.shape[-1]] = line
+    return images, widths
+
+
 @dataclass
 class LineBatch:
     images: torch.Tensor  # (B, C, H, W_max), zero right padding
@@ -45,11 +56,7 @@ class LineCollate:
         self.charset, self.min_width = charset, min_width
 
     def __call__(self, items: Sequence[tuple[torch.Tensor, str]]) -> LineBatch:
-        widths = torch.tensor([max(img.shape[-1], self.min_width) for img, _ in items])
-        c, h = items[0][0].shape[:2]
-        images = torch.zeros(len(items), c, h, int(widths.max()))
-        for i, (img, _) in enumerate(items):
-            images[i, :, :, :img.shape[-1]] = img
+        images, widths = pad_lines([img for img, _ in items], self.min_width)
         encoded = [self.charset.encode(t) for _, t in items]
         return LineBatch(images, widths, torch.tensor([i for e in encoded for i in e], dtype=torch.long),
                          torch.tensor([len(e) for e in encoded]), [t for _, t in items])

@@ -72,6 +72,8 @@ class LineDataModule(pl.LightningDataModule):
         self.min_width = min_width
         self.splits: dict[str, LineDataset] = {}
         self.charset: Charset = self.build_charset()
+        # where the charset comes from, and what to do about a line it cannot encode (for the message)
+        self.charset_source = ("the training split", "fix its transcription or drop the line")
 
     def build_charset(self) -> Charset:
         raise NotImplementedError
@@ -79,15 +81,24 @@ class LineDataModule(pl.LightningDataModule):
     def load(self) -> dict[str, LineDataset]:
         raise NotImplementedError
 
+    def use_charset(self, charset: Charset, source: str, fix: str) -> None:
+        """Encode and check the lines with ``charset`` (a checkpoint's, to evaluate it) instead of the training
+        split's; ``source`` and ``fix`` name it and the remedy in the message of a line it cannot encode."""
+        self.charset, self.charset_source = charset, (source, fix)
+
     def check_charset(self) -> None:
-        """Every evaluation line's characters are in the (training) charset: one clear error otherwise."""
-        for split in ("val", "test"):
-            for i, text in enumerate(self.splits[split].texts):
-                missing = self.charset.unknown(text)
-                if missing:
-                    raise ValueError(f"data={self.name}: line {self.line_name(split, i)} of the {split} split has "
-                                     f"character(s) {missing} outside the charset of the training split "
-                                     f"({''.join(self.charset.chars)!r}); fix its transcription or drop the line")
+        """Every evaluation line's characters are in the charset: one clear error otherwise, naming the first such
+        line and every character missing."""
+        bad = [(split, i, self.charset.unknown(text)) for split in ("val", "test")
+               for i, text in enumerate(self.splits[split].texts) if self.charset.unknown(text)]
+        if bad:
+            split, i, missing = bad[0]
+            every = sorted({c for _, _, chars in bad for c in chars})
+            more = f"; {len(bad)} lines in all, with {every}" if len(bad) > 1 else ""
+            source, fix = self.charset_source
+            raise ValueError(f"data={self.name}: line {self.line_name(split, i)} of the {split} split has "
+                             f"character(s) {missing} outside the charset of {source} "
+                             f"({''.join(self.charset.chars)!r}){more}; {fix}")
 
     def line_name(self, split: str, i: int) -> str:
         return f"{i}"

@@ -26,6 +26,16 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 TRANSCRIPTIONS = "transcriptions.txt"
 
 
+def line_tensor(image: Image.Image, in_chans: int, height: int, invert: str = "auto") -> torch.Tensor:
+    """A line image as the models read it: (C, height, width) in [0, 1], ink high (``invert``: ``auto`` inverts
+    dark-on-light images, ``true`` / ``false`` always / never), resized to ``height`` with its aspect kept."""
+    x = torch.from_numpy(np.asarray(image.convert("L" if in_chans == 1 else "RGB"), dtype=np.float32) / 255.0)
+    x = x[None] if x.ndim == 2 else x.permute(2, 0, 1)
+    if invert == "true" or (invert == "auto" and float(x.mean()) > 0.5):  # paper is light: ink to 1
+        x = 1 - x
+    return resize_to_height(x, height)
+
+
 def read_transcriptions(path: Path) -> dict[str, str]:
     if not path.is_file():
         raise DatasetNotFoundError(f"data=lines: {path} is missing: it holds '<id> <text>' for every line")
@@ -96,17 +106,11 @@ class LineFolderDataModule(LineDataModule):
         return w, h
 
     def read(self, path: Path) -> torch.Tensor:
-        """(C, height, width) in [0, 1], ink high (dark-on-light images inverted), aspect kept."""
         try:
             with Image.open(path) as im:
-                im = im.convert("L" if self.in_chans == 1 else "RGB")
-                x = torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0)
+                return line_tensor(im, self.in_chans, self.height, self.invert)
         except (UnidentifiedImageError, OSError) as e:
             raise ValueError(f"data=lines: cannot read {path} ({e}); replace it or drop the line") from None
-        x = x[None] if x.ndim == 2 else x.permute(2, 0, 1)
-        if self.invert == "true" or (self.invert == "auto" and float(x.mean()) > 0.5):  # paper is light: ink to 1
-            x = 1 - x
-        return resize_to_height(x, self.height)
 
     def load(self) -> dict[str, LineDataset]:
         out = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -12,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from cvt_lab.htr.datamodule import LineDataModule
-from cvt_lab.htr.module import LineRecognizer
+from cvt_lab.htr.module import LineRecognizer, load_line_recognizer
 
 log = logging.getLogger(__name__)
 
@@ -65,20 +66,45 @@ def load_line_checkpoint(model: nn.Module, path: str, charset_size: int) -> bool
     return replaced
 
 
-def build_line_task(cfg: DictConfig, build: Callable[..., Any], data_kwargs: dict[str, Any]
-                    ) -> tuple[nn.Module, LineDataModule, LineRecognizer]:
+def checked_line_recognizer(cfg: DictConfig, trained: LineRecognizer | None) -> LineRecognizer:
+    """The line recognizer of ``checkpoint=`` (:func:`load_line_recognizer`) for ``mode=eval`` / ``mode=predict``:
+    its own model, and the charset it was trained with (never one rebuilt from the data); one message when the
+    checkpoint holds none."""
+    if trained is None:
+        raise ValueError(f"mode={cfg.mode} checkpoint={cfg.checkpoint}: not a line recognizer's checkpoint (none "
+                         "carries the charset its head decodes to); give a checkpoint that mode=train wrote for "
+                         "a line recognizer: its run directory, or <run>/checkpoints/last.ckpt")
+    name = (trained.hparams.get("model_config") or {}).get("name")
+    if is_line_task(cfg) and name != cfg.model.name:
+        log.warning("checkpoint=%s holds model=%s: that model is used (not model=%s)", cfg.checkpoint, name,
+                    cfg.model.name)
+    return trained
+
+
+def build_line_task(cfg: DictConfig, build: Callable[..., Any], data_kwargs: dict[str, Any],
+                    checkpoint: str | Path | None = None) -> tuple[nn.Module, LineDataModule, LineRecognizer]:
+    """The model, data and LightningModule of a line-recognition job; ``checkpoint``: ``checkpoint=`` as a file (a
+    run directory resolved to its last checkpoint). ``mode=eval`` evaluates the checkpoint's own model, charset and
+    line height; ``mode=train`` starts from its weights (:func:`load_line_checkpoint`)."""
+    trained = checked_line_recognizer(cfg, load_line_recognizer(checkpoint or "")) if cfg.mode == "eval" else None
+    if trained is not None:
+        data_kwargs = {**data_kwargs, "image_size": trained.line_height}
     datamodule = build(cfg.data, "data", **data_kwargs)
     if not isinstance(datamodule, LineDataModule):
         raise ValueError(f"model={cfg.model.name} recognizes text lines: use a line data set (data=digit_lines or "
                          f"data=lines), not data={cfg.data.name}")
+    if trained is not None:
+        datamodule.use_charset(trained.charset, f"checkpoint={cfg.checkpoint}",
+                               "the checkpoint cannot transcribe it: evaluate on lines written with its characters, "
+                               f"or fine-tune it on this data first (mode=train checkpoint={cfg.checkpoint})")
     datamodule.setup()  # every line checked (transcriptions, images, charset) before anything is written
+    if trained is not None:
+        datamodule.min_width = max(datamodule.min_width, trained.model.min_width())
+        return trained.model, datamodule, trained
     charset = datamodule.charset
     model = build(cfg.model, "model", num_classes=charset.num_classes)
-    if cfg.checkpoint:
-        replaced = load_line_checkpoint(model, cfg.checkpoint, charset.num_classes)
-        if cfg.mode == "eval" and replaced:
-            raise ValueError(f"checkpoint={cfg.checkpoint} has no CTC head for this charset "
-                             f"({charset.num_classes - 1} characters); fine-tune it with mode=train first")
+    if checkpoint:
+        load_line_checkpoint(model, str(checkpoint), charset.num_classes)
     datamodule.min_width = max(datamodule.min_width, model.min_width())
     model_config = OmegaConf.to_container(cfg.model, resolve=True)
     model_config["num_classes"] = charset.num_classes

@@ -36,6 +36,8 @@ def smallest_width(frame_widths: Callable[[torch.Tensor], torch.Tensor]) -> int:
 
 
 def _check_frames(frame_widths: Callable[[torch.Tensor], torch.Tensor], widths: torch.Tensor) -> None:
+    if torch.compiler.is_exporting():  # a check of the values: no graph op (an exported graph states its minimum)
+        return
     frames = frame_widths(widths)
     if bool((frames < 1).any()):  # the smallest width is searched only for the message
         narrow = int(widths[frames < 1].min())
@@ -92,6 +94,36 @@ def build_cvt_line_recognizer(name: str = "custom", compile: bool = False, compi
     return model
 
 
+LSTM_WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")  # nn.LSTM's per layer and direction, in its order
+
+
+@torch.library.custom_op("cvt_lab::bilstm_layer", mutates_args=())
+def bilstm_layer(x: torch.Tensor, lengths: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor,
+                 b_hh: torch.Tensor, w_ih_r: torch.Tensor, w_hh_r: torch.Tensor, b_ih_r: torch.Tensor,
+                 b_hh_r: torch.Tensor) -> torch.Tensor:
+    """One bidirectional LSTM layer (``nn.LSTM``'s weights of a layer, forward then ``_reverse``) over each line's
+    first ``lengths[b]`` frames of (B, T, C) ``x``, zero after them: what a packed sequence computes.
+
+    The CRNN's forward under ``torch.export``: the packing's sizes are data, and tracing ``nn.LSTM`` fixes the
+    sequence length, while an op of its own keeps the width symbolic and becomes ONNX's ``LSTM`` with
+    ``sequence_lens`` (:mod:`cvt_lab.htr.export`). Here each line's frames are reversed within its length for the
+    backward direction, so it matches the packed LSTM to float rounding."""
+    steps = torch.arange(x.shape[1], device=x.device)
+    valid = steps < lengths[:, None]
+    flip = torch.where(valid, lengths[:, None] - 1 - steps, steps)[..., None]  # reversal within each length
+    h0 = x.new_zeros(1, x.shape[0], w_hh.shape[1])
+    forward = torch.lstm(x, (h0, h0), [w_ih, w_hh, b_ih, b_hh], True, 1, 0.0, False, False, True)[0]
+    backward = torch.lstm(x.gather(1, flip.expand_as(x)), (h0, h0), [w_ih_r, w_hh_r, b_ih_r, b_hh_r], True, 1, 0.0,
+                          False, False, True)[0]
+    return torch.cat((forward, backward.gather(1, flip.expand_as(backward))), -1) * valid[..., None].to(x.dtype)
+
+
+@bilstm_layer.register_fake
+def _bilstm_layer_shape(x: torch.Tensor, lengths: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor,
+                        *weights: torch.Tensor) -> torch.Tensor:
+    return x.new_empty(x.shape[0], x.shape[1], 2 * w_hh.shape[1])
+
+
 class CRNN(nn.Module):
     """Conv blocks (3x3 conv -> BatchNorm -> ReLU -> max pool; the first two pool 2x2, the rest 2x1: height only)
     -> mean over height -> BiLSTM -> linear. Frames: width / 4."""
@@ -132,6 +164,11 @@ class CRNN(nn.Module):
         seq = x.mean(2).transpose(1, 2)  # (B, frames, C)
         if widths is None:
             out, _ = self.rnn(seq)
+        elif torch.compiler.is_exporting():  # packing is data-dependent: one traceable op a layer (ONNX's LSTM)
+            out = seq
+            for layer in range(self.rnn.num_layers):
+                out = bilstm_layer(out, widths, *(getattr(self.rnn, f"{name}_l{layer}{direction}")
+                                                  for direction in ("", "_reverse") for name in LSTM_WEIGHTS))
         else:  # packed: the backward direction starts at each line's own last frame
             packed = pack_padded_sequence(seq, widths.cpu(), batch_first=True, enforce_sorted=False)
             out, _ = pad_packed_sequence(self.rnn(packed)[0], batch_first=True, total_length=seq.shape[1])

@@ -5,6 +5,8 @@ recipe means the same for both tasks."""
 
 from __future__ import annotations
 
+import logging
+import pickle
 from dataclasses import asdict
 from pathlib import Path
 
@@ -19,6 +21,8 @@ from cvt_lab.config import RecipeConfig
 from cvt_lab.htr.batching import LineBatch
 from cvt_lab.htr.charset import Charset
 from cvt_lab.module import ImageClassifier, NonFiniteLossError
+
+log = logging.getLogger(__name__)
 
 SAMPLES_FILE = "samples.png"
 
@@ -48,6 +52,16 @@ class LineRecognizer(ImageClassifier):
         # Per-line exact match of the last validation and test pass (the report's test-set noise), as the classifier.
         self.outcomes: dict[str, torch.Tensor] = {}
         self._outcome_batches: dict[str, list[torch.Tensor]] = {}
+
+    @property
+    def line_height(self) -> int:
+        """The height (px) of the lines it was trained on: the recipe's image size, else the model's ``img_size``
+        (as :func:`cvt_lab.building.image_size_of` for a config)."""
+        config = self.hparams.get("model_config") or {}
+        height = self.recipe.image_size or config.get("img_size")
+        if not height:
+            raise ValueError("this line recognizer was built without a model config: its line height is unknown")
+        return int(height)
 
     def forward(self, images: torch.Tensor, widths: torch.Tensor | None = None) -> torch.Tensor:
         return self.model(images, widths)
@@ -94,3 +108,27 @@ class LineRecognizer(ImageClassifier):
 
             path = save_samples(self.samples, Path(self.trainer.default_root_dir) / SAMPLES_FILE)
             log_samples(self.logger, path)
+
+
+def load_line_recognizer(path: str | Path) -> LineRecognizer | None:
+    """The line recognizer of a Lightning checkpoint that ``mode=train`` wrote (``.ckpt``): its model rebuilt from
+    the model config saved with it, its weights, and the charset it was trained with; in eval mode. None for any
+    other checkpoint (a classifier's, released or transformers weights, a directory, a Hub repository)."""
+    path = Path(path)
+    if path.suffix != ".ckpt" or not path.is_file():
+        return None
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # objects beyond plain containers: a classifier's (its hparams hold configs)
+        return None
+    except (RuntimeError, EOFError, OSError) as e:
+        raise ValueError(f"cannot read checkpoint {path} ({str(e).splitlines()[0]}); give a complete checkpoint "
+                         "(e.g. another epochNNN.ckpt beside it)") from None
+    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
+    if not isinstance(hparams, dict) or not hparams.get("charset") or not hparams.get("model_config"):
+        return None
+    # compiling is a choice of the run that trained it, not part of the model: evaluation and export run it eagerly
+    config = {**hparams["model_config"], "compile": False, "compile_mode": None}
+    module = LineRecognizer(None, hparams["recipe"], hparams["charset"], config, hparams.get("num_samples", 8))
+    module.load_state_dict(checkpoint["state_dict"])
+    return module.eval()

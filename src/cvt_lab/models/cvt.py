@@ -36,6 +36,7 @@ from timm.models._features import feature_take_indices
 from torch import nn
 
 from cvt_lab.models.layers import (
+    bicubic_weights,
     FAST_PATHS,
     ConvAttention,
     ConvEmbed,
@@ -146,11 +147,13 @@ class Stage(nn.Module):
         return conv_out_size(widths, conv.kernel_size[1], conv.stride[1], conv.padding[1])
 
     def _padded_pos_embed(self, hw: tuple[int, int], widths: torch.Tensor) -> torch.Tensor:
-        """Each line's position embedding resized to its own valid grid (h, width), zero over its padding: what
-        the line gets alone, whatever the batch's widest line."""
-        out = self.pos_embed.new_zeros(widths.shape[0], hw[0], hw[1], self.pos_embed.shape[-1])
-        for i, w in enumerate(widths.tolist()):
-            out[i, :, :w] = self.resized_pos_embed((hw[0], w)).view(hw[0], w, -1)
+        """Each line's position embedding resized (bicubic, as :meth:`resized_pos_embed`) to its own valid grid
+        (h, width), zero over its padding: what the line gets alone, whatever the batch's widest line. Resampled by
+        matrices built from ``widths``, not one interpolation per line, so it traces with a symbolic width."""
+        table = tokens_to_map(self.pos_embed, self.grid, self.zero_copy_layout)[0].float()  # (C, gh, gw)
+        rows = bicubic_weights(widths.new_full((1,), hw[0]), self.grid[0], hw[0])[0]  # (h, gh)
+        cols = bicubic_weights(widths, self.grid[1], hw[1])  # (B, w, gw), zero past each width
+        out = torch.einsum("hg,bwv,cgv->bhwc", rows, cols, table).to(self.pos_embed.dtype)
         return out.flatten(1, 2)
 
     def forward(self, x: torch.Tensor, widths: torch.Tensor | None = None,

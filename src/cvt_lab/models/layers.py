@@ -48,6 +48,38 @@ def conv_out_size(size, kernel: int, stride: int, padding: int, ceil_mode: bool 
     return (-(-span // stride) if ceil_mode else span // stride) + 1
 
 
+BICUBIC_A = -0.75  # PyTorch's (and OpenCV's) cubic convolution coefficient
+
+
+def bicubic_weights(out_sizes: torch.Tensor, in_size: int, length: int) -> torch.Tensor:
+    """(B, length, in_size): bicubic resampling of ``in_size`` samples to ``out_sizes[b]`` samples, as one matrix
+    per row, zero past each ``out_sizes[b]``: ``F.interpolate(mode="bicubic", align_corners=False)`` along one axis
+    (its source positions, coefficients and clamped border taps), up to float rounding.
+
+    A matrix rather than ``F.interpolate``: each row of a batch gets its own output size from a tensor, so the
+    resampling traces with a symbolic width (``torch.export``, ONNX) instead of one call per size."""
+    positions = torch.arange(length, device=out_sizes.device, dtype=torch.float32)
+    scale = in_size / out_sizes.to(torch.float32)  # PyTorch: input / output size, in float for float inputs
+    source = scale[:, None] * (positions + 0.5) - 0.5
+    start = source.floor()
+    t = source - start
+    a = BICUBIC_A
+
+    def near(x: torch.Tensor) -> torch.Tensor:  # |x| <= 1
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+
+    def far(x: torch.Tensor) -> torch.Tensor:  # 1 < |x| < 2
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+
+    taps = torch.arange(in_size, device=out_sizes.device)
+    weights = torch.zeros(*source.shape, in_size, device=out_sizes.device)
+    for offset, coeff in ((-1, far(t + 1)), (0, near(t)), (1, near(1 - t)), (2, far(2 - t))):
+        index = (start.long() + offset).clamp(0, in_size - 1)  # the border sample repeats, as PyTorch's
+        weights = weights + (index[..., None] == taps).to(weights.dtype) * coeff[..., None]
+    inside = positions[None, :] < out_sizes[:, None]
+    return weights * inside[..., None].to(weights.dtype)
+
+
 QUICK_GELU_ALPHA = 1.702  # QuickGELU(x) = x * sigmoid(1.702 x) = silu(1.702 x) / 1.702
 
 

@@ -41,10 +41,11 @@ __all__ = ["default_benchmarks", "make_plan", "render"]
 
 
 def default_benchmarks() -> list[Path]:
-    """The repository's recorded benchmarks (``experiments/bench/*.json``, beside ``conf/``)."""
+    """The repository's recorded benchmarks (``experiments/bench/**/*.json``, beside ``conf/``: the GPU's are in
+    ``gpu/``)."""
     from cvt_lab.paths import config_dir
 
-    return sorted((config_dir().parent / "experiments" / "bench").glob("*.json"))
+    return sorted((config_dir().parent / "experiments" / "bench").rglob("*.json"))
 
 
 def launcher_slots(config: DictConfig, visible_gpus: int) -> tuple[int, str]:

@@ -161,16 +161,22 @@ def relative(path: Path) -> str:
 
 def benchmark_speed(benchmarks: list[dict[str, Any]], device: Device, macs: int) -> Speed | None:
     """The job's speed from a benchmark on its kind of device and precision, scaled by the job's MACs per image
-    (cvt_lab's time per image grows with its MACs: x7.4 for x7.4 from 160 to 384 px)."""
-    for bench in benchmarks:
-        speed = bench["images_per_s"].get(device.precision)
-        if bench["device"] == device.kind and speed:
-            ratio = macs / bench["macs"]
-            # far smaller models run far below the benchmarked one's efficiency (small kernels, overheads)
-            rough = "; a much smaller model: too low, --measure times it" if ratio < 0.1 else ""
-            return Speed(ratio / speed["train"], ratio / speed["infer"],
-                         f"benchmark {bench['path']}: {bench['model']}@{bench['image_size']} {device.precision} on "
-                         f"{device.kind}, x{ratio:.3g} its MACs{rough}")
+    (cvt_lab's time per image grows with its MACs: x7.4 for x7.4 from 160 to 384 px). A reduced precision (bf16,
+    fp16) that no benchmark on the device measured takes fp32's speed, said in the source: an upper bound on the
+    time rather than none (autocast runs the matmuls faster than fp32)."""
+    fallback = ("fp32",) if device.precision in ("bf16", "fp16") else ()
+    for precision in (device.precision, *fallback):
+        for bench in benchmarks:
+            speed = bench["images_per_s"].get(precision)
+            if bench["device"] == device.kind and speed:
+                ratio = macs / bench["macs"]
+                # far smaller models run far below the benchmarked one's efficiency (small kernels, overheads)
+                rough = "; a much smaller model: too low, --measure times it" if ratio < 0.1 else ""
+                upper = (f"; {device.precision} not benchmarked on {device.kind}: fp32's speed, an upper bound on "
+                         "the time" if precision != device.precision else "")
+                return Speed(ratio / speed["train"], ratio / speed["infer"],
+                             f"benchmark {bench['path']}: {bench['model']}@{bench['image_size']} {precision} on "
+                             f"{device.kind}, x{ratio:.3g} its MACs{rough}{upper}")
     return None
 
 
