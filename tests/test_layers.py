@@ -19,7 +19,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # Bottom to top. A module belongs to the most specific prefix that names it.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("models and checkpoint formats", (
-        "cvt_lab", "cvt_lab.errors", "cvt_lab.exits", "cvt_lab.paths", "cvt_lab.models", "cvt_lab.checkpoint",
+        "cvt_lab", "cvt_lab.errors", "cvt_lab.exits", "cvt_lab.paths", "cvt_lab.outcomes", "cvt_lab.models",
+        "cvt_lab.checkpoint",
         "cvt_lab.checkpoint.formats", "cvt_lab.checkpoint.hub", "cvt_lab.checkpoint.load", "cvt_lab.timm_registry",
         "cvt_lab.complexity", "cvt_lab.htr", "cvt_lab.htr.model", "cvt_lab.htr.charset")),
     ("data, module, config", (
