@@ -31,11 +31,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "cvt_lab.results", "cvt_lab.identity", "cvt_lab.rundir", "cvt_lab.compose", "cvt_lab.building",
         "cvt_lab.modes", "cvt_lab.predict", "cvt_lab.job", "cvt_lab.train")),
     ("sweeps, plan, reports, exports", (
-        "cvt_lab.sweep", "cvt_lab.plan", "cvt_lab.report", "cvt_lab.checkpoint.exports", "hydra_plugins",
-        "cvt_lab.htr.report")),
+        "cvt_lab.sweep", "cvt_lab.plan", "cvt_lab.report", "cvt_lab.checkpoint.exports", "hydra_plugins")),
     ("command lines", (
         "cvt_lab.__main__", "cvt_lab.plan.__main__", "cvt_lab.report.__main__", "cvt_lab.checkpoint.__main__",
-        "cvt_lab.checkpoint.cli", "cvt_lab.complexity.__main__", "cvt_lab.prereg")),
+        "cvt_lab.checkpoint.cli", "cvt_lab.complexity.__main__", "cvt_lab.prereg", "cvt_lab.htr.report")),
 ]
 
 
