@@ -65,7 +65,7 @@ def _plot_diffs(ax, section: Section, scale: str, metric: Metric, paper: bool) -
     if paper:
         ax.bar([i - w / 2 for i in x], [r.paper_diff or 0 for r in rows], w, label="paper (ImageNet)",
                color="tab:gray")
-    ax.bar([i + w / 2 for i in x], [d or 0 for d, _, _ in diffs], w, yerr=err, capsize=3,
+    ax.bar([i + (w / 2 if paper else 0) for i in x], [d or 0 for d, _, _ in diffs], w, yerr=err, capsize=3,
            label=f"ours ({scale}), interval of its test", color="tab:blue")
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xticks(x, [f"{r.paper['row']}: {r.option}" + (f"\n{r.verdict}" if r.verdict else "") + r.vs_note(ref)

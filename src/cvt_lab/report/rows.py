@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from cvt_lab.report.jobs import Job, Setting
 from cvt_lab.report.metrics import METRICS, Metric
-from cvt_lab.report.paper import paper_config_size, scale_spec
+from cvt_lab.report.paper import has_paper, paper_config_size, scale_spec
 from cvt_lab.report.stats import ItemOutcomes, RowSample, mean_ci
 
 if TYPE_CHECKING:
@@ -180,7 +180,7 @@ def build_rows(spec: dict, setting: Setting, scale: str | None,
             r.not_run = f"not run at {scale} scale"
         seen = {j.seed for j in r.used}
         r.missing = [] if r.not_run else [s for s in setting.seeds if s not in seen]
-        r.params, r.gmacs = paper_config_size(spec, r.paper)
+        r.params, r.gmacs = paper_config_size(spec, r.paper) if has_paper(spec) else (None, None)
     reference = next((r for r in rows if r.is_reference), None)
     if reference is not None:
         by_option = {r.option: r for r in rows}

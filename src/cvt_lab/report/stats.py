@@ -54,7 +54,7 @@ NOT_JUDGED = "not judged"
 NOT_WORSE, NOT_BETTER = "not worse", "not better"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays: compared by identity
 class ItemOutcomes:
     """One run's per-item outcomes on the metric's split, in fractions whose mean over the items is the run's
     metric / 100 (module docstring), and ``bound``, the largest value one item's outcome can take (``B``)."""
