@@ -6,7 +6,8 @@
 Writes ``<out>/<table>.md``, ``.csv`` and ``.png`` (``<table>_<scale>.*`` for scales other than cpu).
 The jobs are grouped by their run identity (:mod:`cvt_lab.report.jobs`): a table holds only jobs that
 share everything but the row and the seed, jobs that differ otherwise get a table of their own, and
-duplicates are listed. Per paper row: the paper's top-1; ours as mean +/- std over seeds and n; the
+duplicates are listed. Per paper row: the paper's top-1 (the table's metric: test top-1, or test CER for the
+handwriting tables, lower is better, without paper numbers); ours as mean +/- std over seeds and n; the
 difference from the table's reference row (an interval over seeds and test images) beside the paper's, a test
 per row judged against the table's pre-registration (cvt_lab.report.claims, cvt_lab.report.prereg); params
 and MACs counted at the paper's configuration beside the paper's columns; failed and missing jobs. A sweep still
