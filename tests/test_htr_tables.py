@@ -163,6 +163,21 @@ def test_a_registered_cer_table_judges_noninferiority_in_cer_points(tmp_path, re
     assert paths["png"].stat().st_size > 0
 
 
+def test_holm_counts_the_other_handwriting_tables_of_the_family(tmp_path, registered):
+    """htr_kv_stride registered in the same family but not run yet: its one test counts at p = 1."""
+    root = tmp_path / "prereg"
+    path = write_prereg(root, "htr_pos_embed", POS_EMBED_PREREG)
+    write_prereg(root, "htr_kv_stride", POS_EMBED_PREREG.replace("htr_pos_embed", "htr_kv_stride").replace(
+        "htr_ablation_pos_embed", "htr_ablation_kv_stride").replace("[none, first, last, every]", "[stride1, stride2]")
+        .replace("{first: 2.0, last: 2.0, every: 2.0}", "{stride1: 2.0}"))
+    sweep = tmp_path / "sweeps" / "htr_pos_embed_cpu"
+    write_cer_rows(sweep, "htr_pos_embed", {"none": 0.05, "first": 0.05, "last": 0.05, "every": 0.05},
+                   sha=file_sha256(path), identity=True)
+    md = report(sweep, tmp_path / "out", prereg_root=root)["md"].read_text()
+    assert ("Holm across the family `htr_test`: 4 tests, this table's 3 and htr_kv_stride's 1 (no confirmatory "
+            "result yet: p = 1)") in md
+
+
 def test_lower_cer_is_better_for_signed_rows(tmp_path, registered):
     """Table 6 transposed, exploratory: patch rows at a higher CER than conv_nopos agree with "-" (worse); the
     equivalence row has no margin without a registration."""
