@@ -216,19 +216,22 @@ def test_htr_ablations_sweep_the_cvt_axes_on_lines(experiment, axis, rows):
 
 
 def test_htr_report_gives_cer_and_wer_per_row_over_seeds(tmp_path, capsys):
+    """The old address of the handwriting report is the tables' report (tests/test_htr_tables.py has the rest)."""
     from cvt_lab.htr.report import main
     from cvt_lab.results import RunRecord, write_record
 
+    sweep = tmp_path / "htr_pos_embed_cpu"
     for row, cers in (("none", (0.02, 0.04)), ("every", (0.10, 0.20))):
         for seed, cer in enumerate(cers):
-            job = tmp_path / f"model/pos_embed={row},seed={seed}".replace("/", "_")
-            job.mkdir()
+            job = sweep / f"model/pos_embed={row},seed={seed}".replace("/", "_")
+            job.mkdir(parents=True)
             write_record(job, RunRecord(status="finished", seed=seed, test_cer=cer, test_wer=2 * cer,
                                         experiment={"table": "htr_pos_embed", "row": row}))
-    assert main([str(tmp_path), "--out", str(tmp_path / "reports")]) == 0
+    out = tmp_path / "reports"
+    assert main([str(sweep), "--out", str(out), "--prereg-dir", str(tmp_path / "no-prereg")]) == 0
     text = capsys.readouterr().out
-    assert "| none **(lowest)** | 2 | 3.00 ± 1.41 | 6.00 ± 2.83 |" in text and "exploratory" in text
-    assert (tmp_path / "reports" / f"{tmp_path.name}.md").is_file()
+    assert "| 3.00 +/- 1.41 | 2 | 6.00 +/- 2.83 |" in text and "**Exploratory" in text
+    assert (out / "htr_pos_embed.md").is_file()
 
 
 def test_sample_lines_go_to_wandb_as_an_image(tmp_path, monkeypatch):

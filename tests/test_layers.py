@@ -19,7 +19,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # Bottom to top. A module belongs to the most specific prefix that names it.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("models and checkpoint formats", (
-        "cvt_lab", "cvt_lab.errors", "cvt_lab.exits", "cvt_lab.paths", "cvt_lab.models", "cvt_lab.checkpoint",
+        "cvt_lab", "cvt_lab.errors", "cvt_lab.exits", "cvt_lab.paths", "cvt_lab.outcomes", "cvt_lab.models",
+        "cvt_lab.checkpoint",
         "cvt_lab.checkpoint.formats", "cvt_lab.checkpoint.hub", "cvt_lab.checkpoint.load", "cvt_lab.timm_registry",
         "cvt_lab.complexity", "cvt_lab.htr", "cvt_lab.htr.model", "cvt_lab.htr.charset")),
     ("data, module, config", (
@@ -31,10 +32,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "cvt_lab.modes", "cvt_lab.predict", "cvt_lab.job", "cvt_lab.train", "cvt_lab.htr.predict")),
     ("sweeps, plan, reports, exports", (
         "cvt_lab.sweep", "cvt_lab.plan", "cvt_lab.report", "cvt_lab.checkpoint.exports", "hydra_plugins",
-        "cvt_lab.htr.report", "cvt_lab.htr.export")),
+        "cvt_lab.htr.export")),
     ("command lines", (
         "cvt_lab.__main__", "cvt_lab.plan.__main__", "cvt_lab.report.__main__", "cvt_lab.checkpoint.__main__",
-        "cvt_lab.checkpoint.cli", "cvt_lab.complexity.__main__", "cvt_lab.prereg")),
+        "cvt_lab.checkpoint.cli", "cvt_lab.complexity.__main__", "cvt_lab.prereg", "cvt_lab.htr.report")),
 ]
 
 

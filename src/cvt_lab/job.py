@@ -181,7 +181,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = (), started: 
                 raise RunInterrupted("SIGTERM") from None
             except KeyboardInterrupt:
                 raise RunInterrupted("SIGINT (Ctrl-C)") from None
-            outcomes = measured.pop("outcomes", None)  # per-image correctness: a file beside the record
+            outcomes = measured.pop("outcomes", None)  # per-item outcomes: a file beside the record
             for name, value in measured.items():
                 setattr(record, name, value)
             record.status = "finished"

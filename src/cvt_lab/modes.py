@@ -34,7 +34,8 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, resume: str | None, started: fl
                  overrides: list[str] | None = None) -> dict[str, Any]:
     """Build everything from the config, fit (``mode=train``, from ``resume`` when given), validate if fitting
     did not, and test. ``owner``: this process owns the run directory (rank 0 of a distributed run). Returns the
-    record's fields it measured, and ``outcomes``: per split, each image's top-1 correctness (one process only)."""
+    record's fields it measured, and ``outcomes``: per split, each item's outcomes (cvt_lab.outcomes; one process
+    only)."""
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     run = RunDir(run_dir)
     image_size = image_size_of(cfg)
@@ -91,6 +92,6 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, resume: str | None, started: fl
     if torch.cuda.is_initialized():  # what jobs_per_gpu=auto packs by (the pool launcher)
         measured["peak_gpu_mem_bytes"] = torch.cuda.max_memory_reserved()
     if trainer.world_size == 1:  # one process saw every image (a distributed run's are sharded)
-        # per-image top-1 correctness, classifiers only (the job writes outcomes.npz)
+        # per-item outcomes: an image's top-1 correctness, a line's exact match and edits (the job writes outcomes.npz)
         measured["outcomes"] = dict(getattr(module, "outcomes", {}))
     return measured

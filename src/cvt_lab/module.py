@@ -17,6 +17,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from cvt_lab.config import RecipeConfig
+from cvt_lab.outcomes import outcome_split
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -91,19 +92,28 @@ class ImageClassifier(pl.LightningModule):
             self.log(f"{split}/acc{k}", metric, prog_bar=k == 1)
         self._outcome_batches.setdefault(split, []).append((logits.argmax(-1) == labels).cpu())
 
+    def _outcome_keys(self, split: str) -> list[str]:
+        """The split's outcome arrays being gathered: ``test``, and a line recognizer's ``test_edits`` beside it."""
+        return [k for k in self._outcome_batches if outcome_split(k) == split]
+
     def _collect_outcomes(self, split: str) -> None:
-        batches = self._outcome_batches.pop(split, [])
-        if batches and not self.trainer.sanity_checking:
-            self.outcomes[split] = torch.cat(batches)
+        for key in self._outcome_keys(split):
+            batches = self._outcome_batches.pop(key)
+            if batches and not self.trainer.sanity_checking:
+                self.outcomes[key] = torch.cat(batches)
+
+    def _drop_outcomes(self, split: str) -> None:
+        for key in self._outcome_keys(split):
+            del self._outcome_batches[key]
 
     def on_validation_epoch_start(self) -> None:
-        self._outcome_batches.pop("val", None)
+        self._drop_outcomes("val")
 
     def on_validation_epoch_end(self) -> None:
         self._collect_outcomes("val")
 
     def on_test_epoch_start(self) -> None:
-        self._outcome_batches.pop("test", None)
+        self._drop_outcomes("test")
 
     def on_test_epoch_end(self) -> None:
         self._collect_outcomes("test")

@@ -1,5 +1,6 @@
 """``python -m cvt_lab.prereg TABLE [--scale cpu] [--root experiments/prereg]``: the command line of a table's
-registered confirmation sweep (what ``make tableN`` runs; nothing when the table has no registration).
+registered confirmation sweep (what ``make tableN`` and ``make htr_ablation_*`` run; nothing when the table has
+no registration).
 The registration itself: :mod:`cvt_lab.report.prereg`."""
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from cvt_lab.report.prereg import PREREG_DIR, PreregError, experiment_axis, find
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m cvt_lab.prereg", description=__doc__.split("\n")[0])
-    p.add_argument("table", help="a paper table: table5 ... table8")
+    p.add_argument("table", help="a table: table5 ... table8, htr_pos_embed, htr_conv_embed, htr_kv_stride")
     p.add_argument("--scale", default="cpu")
     p.add_argument("--root", type=Path, default=PREREG_DIR, help="where the pre-registrations are")
     a = p.parse_args(argv)

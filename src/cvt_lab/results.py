@@ -45,10 +45,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cvt_lab.errors import RunDirBusy, RunDirError  # noqa: F401  importable here, as before
+from cvt_lab.outcomes import is_count
 
 RESULTS_FILE = "results.json"
-# Per-image top-1 correctness of the finished run on its validation and test sets (numpy's .npz: arrays
-# ``val`` and ``test`` of booleans in the loaders' order): the test-set noise in the reports' intervals.
+# Per-item outcomes of the finished run on its validation and test sets, in the loaders' order (numpy's .npz; the
+# arrays and their names: cvt_lab.outcomes): the test-set noise in the reports' intervals (cvt_lab.report.stats).
+# Files written before a line recognizer's edit counts existed hold boolean arrays only, and read as they always did.
 OUTCOMES_FILE = "outcomes.npz"
 Status = Literal["running", "finished", "failed"]
 Mode = Literal["train", "eval", "predict"]
@@ -158,10 +160,12 @@ def write_record(run_dir: str | Path, record: RunRecord) -> Path:
 
 
 def write_outcomes(run_dir: str | Path, outcomes: dict[str, Any]) -> Path | None:
-    """Save per-image correctness (split -> bool tensor or array) as ``run_dir/OUTCOMES_FILE``; None if empty."""
+    """Save per-item outcomes (array name -> tensor or array; names from :func:`cvt_lab.outcomes.outcome_key`) as
+    ``run_dir/OUTCOMES_FILE``: correctness as booleans, edit and character counts as integers; None if empty."""
     import numpy as np
 
-    arrays = {k: np.asarray(v, dtype=bool) for k, v in outcomes.items() if v is not None and len(v)}
+    arrays = {k: np.asarray(v, dtype=np.int64 if is_count(k) else bool) for k, v in outcomes.items()
+              if v is not None and len(v)}
     if not arrays:
         return None
     path = Path(run_dir) / OUTCOMES_FILE
@@ -172,13 +176,14 @@ def write_outcomes(run_dir: str | Path, outcomes: dict[str, Any]) -> Path | None
 
 
 def read_outcomes(run_dir: str | Path) -> dict[str, Any]:
-    """The per-image correctness arrays a finished run saved (split -> bool array); {} without any."""
+    """The per-item outcome arrays a finished run saved (array name -> bool array, or int array for the counts);
+    {} without any."""
     import numpy as np
 
     path = Path(run_dir) / OUTCOMES_FILE
     try:
         with np.load(path) as data:
-            return {k: data[k].astype(bool) for k in data.files}
+            return {k: data[k].astype(np.int64 if is_count(k) else bool) for k in data.files}
     except (OSError, ValueError):
         return {}
 

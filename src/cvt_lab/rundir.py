@@ -3,7 +3,8 @@
 A run directory holds one run::
 
     results.json               the record (cvt_lab.results: RunRecord)
-    outcomes.npz               each test and validation image's top-1 correctness (a finished run of one process)
+    outcomes.npz               each test and validation item's outcome: an image's top-1 correctness, a line's
+                               exact match and character edits (a finished run of one process)
     .lock                      held (flock) by the process that owns the run, with its pid
     .hydra/config.yaml         the config snapshot (and hydra.yaml, overrides.yaml), written once the run owns it
     checkpoints/last.ckpt      the newest epoch's weights (and epochNNN.ckpt, stepNNNNNNNN.ckpt beside it)

@@ -15,12 +15,14 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
+from torchmetrics.functional.text import edit_distance
 from torchmetrics.text import CharErrorRate, WordErrorRate
 
 from cvt_lab.config import RecipeConfig
 from cvt_lab.htr.batching import LineBatch
 from cvt_lab.htr.charset import Charset
 from cvt_lab.module import ImageClassifier, NonFiniteLossError
+from cvt_lab.outcomes import CHARS, EDITS, outcome_key
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +51,8 @@ class LineRecognizer(ImageClassifier):
                                       for name, metric in (("cer", CharErrorRate), ("wer", WordErrorRate))})
         self.num_samples = num_samples
         self.samples: list[tuple[torch.Tensor, str, str]] = []
-        # Per-line exact match of the last validation and test pass (the report's test-set noise), as the classifier.
+        # Per line of the last validation and test pass: exact match, character edits and transcription length (the
+        # report's test-set noise: a row's CER is paired line by line across rows), gathered as the classifier's.
         self.outcomes: dict[str, torch.Tensor] = {}
         self._outcome_batches: dict[str, list[torch.Tensor]] = {}
 
@@ -90,8 +93,12 @@ class LineRecognizer(ImageClassifier):
             metric = self.metrics[f"{split}_{name}"]
             metric(predictions, batch.texts)
             self.log(f"{split}/{name}", metric, prog_bar=name == "cer", batch_size=n)
-        self._outcome_batches.setdefault(split, []).append(
-            torch.tensor([p == t for p, t in zip(predictions, batch.texts)]))
+        # torchmetrics' Levenshtein distance per line, the one CharErrorRate sums: sum(edits) / sum(chars) is the CER
+        per_line = {None: torch.tensor([p == t for p, t in zip(predictions, batch.texts)]),
+                    EDITS: edit_distance(predictions, batch.texts, reduction="none").to(torch.int64).reshape(-1),
+                    CHARS: torch.tensor([len(t) for t in batch.texts], dtype=torch.int64)}
+        for part, values in per_line.items():
+            self._outcome_batches.setdefault(outcome_key(split, part), []).append(values)
         if split == "test" and len(self.samples) < self.num_samples:
             for i in range(min(n, self.num_samples - len(self.samples))):
                 w = int(batch.widths[i])

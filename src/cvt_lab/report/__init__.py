@@ -6,7 +6,8 @@
 Writes ``<out>/<table>.md``, ``.csv`` and ``.png`` (``<table>_<scale>.*`` for scales other than cpu).
 The jobs are grouped by their run identity (:mod:`cvt_lab.report.jobs`): a table holds only jobs that
 share everything but the row and the seed, jobs that differ otherwise get a table of their own, and
-duplicates are listed. Per paper row: the paper's top-1; ours as mean +/- std over seeds and n; the
+duplicates are listed. Per paper row: the paper's top-1 (the table's metric: test top-1, or test CER for the
+handwriting tables, lower is better, without paper numbers); ours as mean +/- std over seeds and n; the
 difference from the table's reference row (an interval over seeds and test images) beside the paper's, a test
 per row judged against the table's pre-registration (cvt_lab.report.claims, cvt_lab.report.prereg); params
 and MACs counted at the paper's configuration beside the paper's columns; failed and missing jobs. A sweep still
@@ -27,7 +28,8 @@ from cvt_lab.report.analysis import analyse
 from cvt_lab.report.jobs import Job
 from cvt_lab.report.paper import load_paper_tables, paper_config_size
 from cvt_lab.report.prereg import PREREG_DIR
-from cvt_lab.report.render import csv_text, markdown, plot
+from cvt_lab.report.plot import plot
+from cvt_lab.report.render import csv_text, markdown
 from cvt_lab.report.stats import mean_ci
 
 __all__ = ["analyse", "experiment_sweep_dir", "load_paper_tables", "mean_ci", "paper_config_size", "report"]
@@ -35,8 +37,8 @@ __all__ = ["analyse", "experiment_sweep_dir", "load_paper_tables", "mean_ci", "p
 
 def report(sweep_dir: Path, out_dir: Path, table: str | None = None, paper_tables: Path | None = None,
            metric: str | None = None, prereg_root: Path = PREREG_DIR) -> dict[str, Path]:
-    """Write the report of one sweep; returns the paths written. ``metric``: ``test/acc1`` (the registered one,
-    by default) or ``val/acc1`` (pilots)."""
+    """Write the report of one sweep; returns the paths written. ``metric``: the table's (``test/acc1``, or
+    ``test/cer`` for a handwriting table; the registered one, by default) or its validation twin (pilots)."""
     a = analyse(Path(sweep_dir), table, paper_tables, metric, prereg_root)
     out_dir.mkdir(parents=True, exist_ok=True)
     scale = a.meta["scale"]
@@ -44,7 +46,7 @@ def report(sweep_dir: Path, out_dir: Path, table: str | None = None, paper_table
     paths = {"md": out_dir / f"{stem}.md", "csv": out_dir / f"{stem}.csv", "png": out_dir / f"{stem}.png"}
     paths["md"].write_text(incomplete_note(a.running) + markdown(a))
     paths["csv"].write_text(csv_text(a.spec, a.sections))
-    plot(a.spec, a.sections, paths["png"], scale or "?")
+    plot(a.spec, a.sections, paths["png"], scale or "?", a.metric)
     return paths
 
 

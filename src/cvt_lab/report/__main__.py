@@ -10,6 +10,7 @@ from pathlib import Path
 from cvt_lab.errors import EXIT_BAD_INPUT
 from cvt_lab.report import __doc__ as DOC
 from cvt_lab.report import experiment_sweep_dir, report
+from cvt_lab.report.metrics import METRICS
 from cvt_lab.report.prereg import PREREG_DIR
 
 
@@ -21,8 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scale", default="cpu", help="with an experiment name: the scale of its sweep")
     p.add_argument("--sweeps", type=Path, default=Path("outputs/sweeps"),
                    help="with an experiment name: where sweeps are")
-    p.add_argument("--metric", choices=["test/acc1", "val/acc1"],
-                   help="what rows compare: the registered metric (default; test/acc1), or val/acc1 for pilots")
+    p.add_argument("--metric", choices=list(METRICS),
+                   help="what rows compare: the registered metric (default: the table's, test/acc1 or test/cer), or "
+                        "its validation twin for pilots (val/acc1, val/cer)")
     p.add_argument("--prereg-dir", type=Path, default=PREREG_DIR,
                    help="where the pre-registrations are (experiments/prereg)")
     p.add_argument("--wandb", action="store_true",

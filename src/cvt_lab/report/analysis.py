@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cvt_lab.report.claims import (CONFIRMATORY, EXPLORATORY, Claim, Judgement, claim_verdict, decide, family_tests,
-                                   missing_runs, plan_tests)
+from cvt_lab.report.claims import (CONFIRMATORY, CORRECTED, EXPLORATORY, Claim, Judgement, claim_verdict, decide,
+                                   family_tests, kind_of, missing_runs, plan_tests)
 from cvt_lab.report.jobs import Job, Setting, read_jobs, settings, sweep_meta
+from cvt_lab.report.metrics import Metric, table_metric
 from cvt_lab.report.paper import load_paper_tables
 from cvt_lab.report.prereg import (LEDGER, PREREG_DIR, Commit, Prereg, PreregError, commit_that_added, find_prereg,
                                    ledger_entries, load_prereg, provenance, registered_identities)
@@ -43,7 +44,7 @@ class Analysis:
     spec: dict
     meta: dict[str, Any]
     sweep_dir: Path
-    metric: str
+    metric: Metric  # what the rows compare (the table's, or a pilot's validation metric)
     sections: list[Section]
     other: list[Job]  # jobs outside the table's rows
     running: list[Job] = field(default_factory=list)  # jobs still running: in no row yet (the table is incomplete)
@@ -54,7 +55,10 @@ class Analysis:
     notes: list[str] = field(default_factory=list)  # what went wrong reading the registration
 
 
-def _chance(section_jobs: list[Job]) -> float | None:
+def _chance(section_jobs: list[Job], metric: Metric) -> float | None:
+    """The metric's chance level in %: its own (CER), or 100 / the data's classes (accuracy)."""
+    if metric.chance is not None:
+        return metric.chance
     for j in section_jobs:
         value = j.config.get("data.num_classes")
         if value is not None:
@@ -72,25 +76,25 @@ def analyse(sweep_dir: Path, table: str | None = None, paper_tables: Path | None
         raise FileNotFoundError(f"no sweep directory {sweep_dir}; run the sweep first (make sweep EXP=...)")
     tables = load_paper_tables(paper_tables)
     meta = sweep_meta(sweep_dir)
-    table = table or meta["table"] or sweep_dir.name.split("_")[0]
+    table = table or meta["table"] or _table_of_dirname(sweep_dir.name, tables)
     if table not in tables or "experiment" not in tables[table]:
         known = [t for t, spec in tables.items() if "experiment" in spec]
         raise ValueError(f"no swept paper table {table!r}; known: {', '.join(known)}")
     spec = tables[table]
-    meta["scale"] = meta["scale"] or (sweep_dir.name.split("_", 1)[1] if "_" in sweep_dir.name else None)
+    meta["scale"] = meta["scale"] or _scale_of_dirname(sweep_dir.name, table)
     scale = meta["scale"] or "cpu"
     jobs = read_jobs(sweep_dir, spec["axis"], spec.get("row_format"))
     if not any(j.row is not None for j in jobs) and not (sweep_dir / "multirun.yaml").is_file():
         raise ValueError(f"{sweep_dir} is not a sweep of {table} (no multirun.yaml, no job of its rows); give the "
                          f"directory `make {table}` writes (outputs/sweeps/{table}_{scale}) or an experiment name")
-    a = Analysis(table, spec, meta, sweep_dir, metric or "test/acc1", [], [])
+    a = Analysis(table, spec, meta, sweep_dir, table_metric(spec, metric), [], [])
     try:
         a.prereg = find_prereg(table, scale, prereg_root)
     except PreregError as e:
         a.notes.append(str(e))
     registered = None
     if a.prereg is not None:
-        a.metric = metric or a.prereg.metric
+        a.metric = table_metric(spec, metric or a.prereg.metric)
         a.sha256, a.commit = file_sha256(a.prereg.path), commit_that_added(a.prereg.path)
         try:
             registered = registered_identities(a.prereg, spec["axis"])
@@ -113,9 +117,10 @@ def analyse(sweep_dir: Path, table: str | None = None, paper_tables: Path | None
     for s in settings(in_table, spec["row_keys"]) or [Setting([], [])]:
         rows, duplicates = build_rows(spec, s, meta["scale"], a.metric)
         section = Section(s, rows, duplicates)
-        reasons = provenance(s.jobs, a.prereg, a.sha256, a.commit, registered, a.metric) if s.jobs else ["no jobs"]
+        reasons = (provenance(s.jobs, a.prereg, a.sha256, a.commit, registered, a.metric.key) if s.jobs else
+                   ["no jobs"])
         section.claim = Claim(CONFIRMATORY if not reasons else EXPLORATORY, reasons)
-        tests, contrasts = plan_tests(rows, a.prereg, _chance(s.jobs))
+        tests, contrasts = plan_tests(rows, a.prereg, _chance(s.jobs, a.metric), a.metric)
         section.tests, section.claim.contrasts = tests, contrasts
         section.claim.incomplete = missing_runs(rows, a.prereg if section.confirmatory else None)
         a.sections.append(section)
@@ -136,6 +141,20 @@ def analyse(sweep_dir: Path, table: str | None = None, paper_tables: Path | None
             section.claim.family = f"Holm within this table: {n} test{'s' if n != 1 else ''}"
         section.claim.ordering = _ordering(spec, section.claim.contrasts, section.rows)
     return a
+
+
+def _table_of_dirname(name: str, tables: dict[str, dict]) -> str:
+    """The table a sweep directory's name starts with (``htr_pos_embed_cpu`` -> ``htr_pos_embed``): the longest
+    known table named so, else the name's first part (``table5_cpu`` -> ``table5``)."""
+    named = [t for t in tables if name == t or name.startswith(t + "_")]
+    return max(named, key=len) if named else name.split("_")[0]
+
+
+def _scale_of_dirname(name: str, table: str) -> str | None:
+    """The scale a sweep directory's name ends with (``<table>_<scale>``), where it has one."""
+    if name.startswith(table + "_"):
+        return name[len(table) + 1:]
+    return name.split("_", 1)[1] if "_" in name else None
 
 
 def _ordering(spec: dict, contrasts: list[Judgement], rows: list[TableRow]) -> str | None:
@@ -188,8 +207,9 @@ def _family_others(a: Analysis, root: Path) -> tuple[list[float | None], str]:
             parts.append(f"{other.table}'s {len(ps)}")
         else:
             spec = load_paper_tables()[other.table]
-            ps = [None] * (sum(1 for r in spec["rows"] if r.get("expect") in ("+", "-") and r["option"] in other.rows
-                               and r["option"] not in other.controls) + len(other.contrasts))
+            ps = [None] * (sum(1 for r in spec["rows"] if kind_of(r.get("expect")) in CORRECTED
+                               and r["option"] in other.rows and r["option"] not in other.controls)
+                           + len(other.contrasts))
             parts.append(f"{other.table}'s {len(ps)} (no confirmatory result yet: p = 1)")
         others += ps
     return others, ", ".join(parts)

@@ -6,12 +6,14 @@ from __future__ import annotations
 import itertools
 import json
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
+from cvt_lab.report.metrics import DESCRIBED, METRICS, Metric
+from cvt_lab.report.stats import ItemOutcomes
 from cvt_lab.results import RESULTS_FILE, RunRecord, read_outcomes
 from cvt_lab.rundir import RunDir
 
@@ -19,7 +21,9 @@ from cvt_lab.rundir import RunDir
 NOT_IDENTITY_OVERRIDES = ("experiment", "launcher", "logger", "resume", "threads", "trainer.enable_progress_bar",
                           "hydra", "paths")
 UNSET = "(not set)"
-METRICS = ("test/acc1", "val/acc1")
+# The record field (cvt_lab.results.RunRecord) of every metric a job is read for: results.json key -> field name.
+RECORD_FIELDS = {f.metadata["json"]: f.name for f in fields(RunRecord)
+                 if f.metadata.get("json") in (*METRICS, *DESCRIBED)}
 
 
 def covers(prefix: str, key: str) -> bool:
@@ -47,37 +51,37 @@ class Job:
     row: str | None
     seed: int | None
     status: str
-    acc1: float | None = None  # test top-1 in %
+    metrics: dict[str, float] = field(default_factory=dict)  # results.json key -> value in % (those the run has)
     error: str | None = None
     params: int | None = None
     model: str | None = None
     identity: str | None = None
     config: dict[str, str] = field(default_factory=dict)  # what defines the result, less the seed
     overrides: dict[str, str] = field(default_factory=dict)  # override_config(), less the seed
-    val_acc1: float | None = None  # validation top-1 in % (what pilots choose settings on)
     prereg_sha256: str | None = None  # the pre-registration the job ran under (results.json ``prereg``)
     started_at: str | None = None
     path: Path | None = None  # the run directory itself
 
     @property
     def finished(self) -> bool:
-        return self.status == "finished" and self.acc1 is not None
+        """Finished with a test result: a classifier's top-1 or a line recognizer's CER."""
+        return self.status == "finished" and any(m.split == "test" and m.key in self.metrics for m in METRICS.values())
 
     @property
     def running(self) -> bool:
         return self.status == "running"
 
     def metric(self, name: str) -> float | None:
-        """A top-1 metric of the job in % (``test/acc1`` or ``val/acc1``)."""
-        if name not in METRICS:
-            raise ValueError(f"metric {name!r}: the reports compare {' or '.join(METRICS)}")
-        return self.acc1 if name == "test/acc1" else self.val_acc1
+        """A metric of the job in % (:data:`cvt_lab.report.metrics.METRICS`, or a described one: WER)."""
+        if name not in METRICS and name not in DESCRIBED:
+            raise ValueError(f"metric {name!r}: the reports compare {', '.join(METRICS)}")
+        return self.metrics.get(name)
 
-    def outcomes(self, name: str):
-        """The job's per-image correctness on the metric's split (None where the run saved none)."""
+    def outcomes(self, metric: Metric) -> ItemOutcomes | None:
+        """The job's per-item outcomes on the metric's split (None where the run saved none)."""
         if self.path is None:
             return None
-        return read_outcomes(self.path).get(name.split("/")[0])
+        return metric.item_outcomes(read_outcomes(self.path))
 
 
 def _row(r: RunRecord, overrides: dict[str, str], axis: str, row_format: str | None) -> str | None:
@@ -106,11 +110,11 @@ def read_job(run_dir: Path, sweep_dir: Path, axis: str, row_format: str | None) 
     if r.identity_config:
         # identity_config is flat already (dotted keys, cvt_lab.results.identity_of); values compare as text
         config = {k: _canonical(v) for k, v in r.identity_config.items() if k != "seed" and not covers("experiment", k)}
+    metrics = {key: 100 * value for key, name in RECORD_FIELDS.items() if (value := getattr(r, name)) is not None}
     return Job(str(run_dir.relative_to(sweep_dir)), _row(r, overrides, axis, row_format),
-               None if seed is None else int(seed), r.status, None if r.test_acc1 is None else 100 * r.test_acc1,
-               r.error, r.params, r.model, r.identity if r.identity_config else None, config, overrides,
-               None if r.val_acc1 is None else 100 * r.val_acc1, (r.prereg or {}).get("sha256"), r.started_at,
-               run_dir)
+               None if seed is None else int(seed), r.status, metrics, r.error, r.params, r.model,
+               r.identity if r.identity_config else None, config, overrides, (r.prereg or {}).get("sha256"),
+               r.started_at, run_dir)
 
 
 def read_jobs(sweep_dir: Path, axis: str, row_format: str | None = None) -> list[Job]:

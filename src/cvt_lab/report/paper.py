@@ -54,6 +54,12 @@ def load_paper_tables(path: Path | None = None) -> dict[str, dict]:
     return tables
 
 
+def has_paper(spec: dict) -> bool:
+    """Whether the table is the paper's (its numbers beside ours); ``paper: false`` marks a table of ours whose
+    claims are the paper's transposed (the handwriting ablations): no paper numbers, no paper-scale sizes."""
+    return spec.get("paper", True) is not False
+
+
 def scale_spec(spec: dict, scale: str | None) -> dict | None:
     """What ``scale`` runs of the table (``scales.<scale>``), None: the paper's rows."""
     return (spec.get("scales") or {}).get(scale or "")
@@ -148,7 +154,7 @@ def paper_tables_markdown(tables: dict[str, dict] | None = None) -> str:
     fields = [("row", "row"), ("model", "model"), ("desc", "setting"), ("option", "our option"), ("size", "size"),
               ("params", "params (M)"), ("gmacs", "GMACs"), ("top1", "top-1 (%)")]
     out = []
-    for name in sorted(tables, key=lambda t: int(t.removeprefix("table"))):
+    for name in sorted((t for t in tables if has_paper(tables[t])), key=lambda t: int(t.removeprefix("table"))):
         spec = tables[name]
         extra = list((spec.get("paper_columns") or {}).items())
         cols = [(k, h) for k, h in fields if any(k in r for r in spec["rows"])] + [(k, f"{h} (%)") for k, h in extra]

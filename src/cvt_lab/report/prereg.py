@@ -4,8 +4,9 @@
 
 ``experiments/prereg/<table>.yaml`` (``<table>_<scale>.yaml`` for scales other than cpu) registers the sweep
 (experiment, overrides: data, split seed, epochs, recipe; the rows; the seeds), the metric, alpha, the family
-corrected together, the equivalence margin of every "no difference" row, the smallest effect of interest, the
-gates (ceiling, chance margin), the controls and the contrasts. ``make tableN`` runs exactly that sweep and
+corrected together, the margin of every "no difference" (equivalence) and non-inferiority row, the smallest effect
+of interest, the gates (ceiling: the best end, a floor for a lower-is-better metric such as CER; chance margin),
+the controls and the contrasts. ``make tableN`` (``make htr_ablation_*``) runs exactly that sweep and
 every job records the file's sha256 (``prereg`` in results.json). The report calls a setting *confirmatory*
 only when the file is committed before the first job started, every job carries its hash, and every job's
 run identity is the one the registered sweep composes to; else *exploratory*, with the reasons.
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
+
+from cvt_lab.report.metrics import metric_of
 
 PREREG_DIR = Path("experiments/prereg")
 LEDGER = "ledger.yaml"
@@ -44,16 +47,19 @@ class Prereg:
     table: str
     scale: str
     experiment: str
-    metric: str  # a results.json metric in [0, 1]: test/acc1 (confirmation); pilots read val/acc1
+    metric: str  # the table's metric (cvt_lab.report.metrics): test/acc1 or test/cer; pilots read val/...
     overrides: list[str]  # the sweep's Hydra overrides beyond experiment, scale, rows and seeds
     rows: list[str]  # the options of the table's axis that run
     seeds: list[int]
     alpha: float
     family: str  # tests corrected together (Holm) across every table registering the same family
     smallest_effect: float  # points: the smallest difference of interest (what the seeds were sized for)
-    margins: dict[str, float]  # option -> equivalence margin in points, for every "no difference" row
-    ceiling: float = 97.0  # % a compared-with row at or above cannot show a gain (not judged)
-    chance_margin: float = 5.0  # points above chance within which a compared-with row is not judged
+    # option -> margin in points, for every "no difference" row (equivalence: +/- margin) and non-inferiority row
+    margins: dict[str, float]
+    # % at the metric's best end: a compared-with row at or beyond it cannot show a gain (not judged): at or above
+    # it for accuracy (97), at or below it for CER (1); the metric's default where the file gives none
+    ceiling: float | None = None
+    chance_margin: float = 5.0  # points from chance (towards the good end) within which a row is not judged
     controls: list[str] = field(default_factory=list)  # rows judged whatever the gates; outside the claim
     contrasts: list[Contrast] = field(default_factory=list)
     registered: str = ""  # date
@@ -89,6 +95,15 @@ def load_prereg(path: Path) -> Prereg:
     if unknown:
         raise PreregError(f"{path}: unknown keys {unknown}; the keys are {sorted(known)}")
     prereg = Prereg(**raw, path=path)
+    try:
+        metric = metric_of(prereg.metric)
+    except ValueError as e:
+        raise PreregError(f"{path}: {e}") from None
+    if prereg.ceiling is None:
+        prereg.ceiling = metric.default_ceiling
+    if not 0 <= prereg.ceiling <= 100:
+        raise PreregError(f"{path}: ceiling={prereg.ceiling}: a % of {prereg.metric} (its best end: "
+                          f"{'higher' if metric.higher_is_better else 'lower'} is better)")
     low = [s for s in prereg.seeds if s < FIRST_CONFIRMATION_SEED]
     if low:
         raise PreregError(f"{path}: seeds {low} are pilot seeds; a confirmation uses seeds >= "
