@@ -27,7 +27,8 @@ def experiment_configs() -> dict[str, tuple[str, dict]]:
     out = {}
     for path in sorted((config_dir() / "experiment").glob("*.yaml")):
         exp = OmegaConf.load(path).get("experiment")
-        if exp is not None and not OmegaConf.is_missing(exp, "table"):
+        # a shared base (_htr_base: experiment.model / data, no table) is no table's experiment
+        if exp is not None and "table" in exp and not OmegaConf.is_missing(exp, "table"):
             out[exp.table] = (path.stem, OmegaConf.to_container(exp, resolve=False))
     return out
 
