@@ -30,11 +30,11 @@ run: $(STAMP)  ## the main job: train cvt_tiny on the bundled digits (CPU, offli
 # Most tests run one single-threaded job (many in a subprocess): two processes keep both cores busy.
 TEST_WORKERS ?= 2
 
-test: $(STAMP)  ## the whole test suite, what CI runs (TEST_WORKERS=2 processes; TEST_WORKERS=0: in this process)
+test: $(STAMP)  ## the whole suite, what CI runs: tests/unit, integration and e2e (TEST_WORKERS=2 processes; 0: in this one)
 	$(PY) -m pytest -n $(TEST_WORKERS)
 
-test-fast: $(STAMP)  ## the edit loop: the suite less its end-to-end tests (CLI subprocesses, DDP, sweeps, packaging)
-	$(PY) -m pytest -n $(TEST_WORKERS) -m "not slow"
+test-fast: $(STAMP)  ## the edit loop: tests/unit and tests/integration, no tests/e2e (CLI subprocesses, DDP, sweeps, wheel)
+	$(PY) -m pytest -n $(TEST_WORKERS) tests/unit tests/integration
 
 lint: $(STAMP)  ## ruff check (configured in pyproject.toml) over src/, tests/ and benchmarks/
 	$(PY) -m ruff check src tests benchmarks

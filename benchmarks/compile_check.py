@@ -7,7 +7,7 @@ Per preset and image size: the model (drop path as in the preset, so training dr
 place and driven through ``ImageClassifier`` as training does, a training and an evaluation step, then both
 again under ``error_on_recompile`` and once more with a smaller batch (an epoch's last batch). Dynamo's own
 counters give the graph breaks and the graphs; the goal is zero breaks and two graphs (training, evaluation)
-whatever the batch. tests/test_compile.py checks the same on CPU with the eager backend.
+whatever the batch. tests/unit/test_compile.py checks the same on CPU with the eager backend.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Shared test fixtures: one torch thread for small models, and the CLI in a subprocess."""
+"""Shared test fixtures and helpers for tests/unit, tests/integration and tests/e2e (tests/README.md): one torch
+thread for small models, the CLI in a subprocess, the session's trained runs, and helpers more than one folder uses."""
 
 from __future__ import annotations
 
@@ -10,6 +11,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+E2E = Path(__file__).resolve().parent / "e2e"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow marker is the e2e folder: ``-m "not slow"`` leaves out exactly tests/e2e/. Marked here, not in a
+    tests/e2e/conftest.py: a second module named ``conftest`` would shadow this one for ``from conftest import``."""
+    for item in items:
+        if item.path.is_relative_to(E2E):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -101,3 +114,79 @@ def digits_cli_run(tmp_path_factory, worker_id) -> tuple[Path, str]:
 
     path = shared_dir(tmp_path_factory, worker_id, "digits_cli_run", make)
     return path, (path / "stdout.txt").read_text()
+
+
+# ---------------------------------------------------------------------------------- helpers of several folders
+
+
+def wandb_records(path: Path):
+    """The protobuf records of an offline W&B run file (a LevelDB-style log: 7-byte file header, 32 KiB
+    blocks of chunks with a 7-byte header: crc32, length, type FULL=1/FIRST=2/MIDDLE=3/LAST=4)."""
+    from wandb.proto import wandb_internal_pb2
+
+    data, pos, pending = path.read_bytes(), 7, b""
+    while pos + 7 <= len(data):
+        room = 32768 - pos % 32768
+        if room < 7:  # block trailer padding
+            pos += room
+            continue
+        length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
+        pending += data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4) and pending:
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            pending = b""
+            yield record
+
+
+def fake_checkpoint(path: Path, mtime: float) -> Path:
+    """A file that reads as a checkpoint archive (a zip), modified at ``mtime``: what the newest-readable logic sees."""
+    import zipfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("data.pkl", b"weights")
+    os.utime(path, (mtime, mtime))
+    return path
+
+
+def write_job(sweep: Path, axis: str, option: str, seed: int, acc: float | None, error: str | None = None) -> None:
+    """A job's results.json in a hand-made Table 7 sweep (finished with ``acc``, or failed with ``error``)."""
+    d = sweep / axis.split("/")[0] / f"{axis.split('/')[1]}={option},seed={seed}"
+    d.mkdir(parents=True)
+    overrides = [f"{axis}={option}", f"seed={seed}", "experiment=ablation_kv_stride"]
+    if error:
+        r = {"status": "failed", "error": error, "overrides": overrides}
+    else:
+        r = {"status": "finished", "test/acc1": acc, "seed": seed, "params": 1000, "macs": 10,
+             "experiment": {"table": "table7", "row": "${hydra:runtime.choices.model/kv_stride}"},
+             "overrides": overrides}
+    (d / "results.json").write_text(json.dumps(r))
+
+
+# transformers picks each stage's drop-path rate as rates[stage] of that stage's blocks, so stage i needs
+# more than i blocks: the transformers tests use cvt_tiny with 1/2/3 blocks.
+TINY_DEPTHS = [1, 2, 3]
+
+
+def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Non-trivial norms and BatchNorm running statistics, so every tensor matters for the logits."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.BatchNorm2d, nn.LayerNorm)):
+                m.weight.copy_(1 + 0.2 * torch.randn(m.weight.shape, generator=g))
+                m.bias.copy_(0.2 * torch.randn(m.bias.shape, generator=g))
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(0.2 * torch.randn(m.running_mean.shape, generator=g))
+                m.running_var.copy_(0.5 + 1.5 * torch.rand(m.running_var.shape, generator=g))
+                m.num_batches_tracked.fill_(7)
+    return model.eval()
+
+
+def logits(model: nn.Module, size: int, batch: int = 2) -> torch.Tensor:
+    x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        out = model(x)
+    return getattr(out, "logits", out)

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,7 +12,6 @@ from cvt_lab.complexity import count, main
 from cvt_lab.complexity import count_preset as _count_preset
 
 count_preset = functools.cache(_count_preset)  # several tests count the same preset
-SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 @pytest.mark.parametrize("name, params_m, gmacs", [
@@ -62,16 +57,6 @@ def test_count_leaves_model_untouched(training):
     assert {p.device for p in model.parameters()} == devices
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     assert all(p.grad is None for p in model.parameters())
-
-
-@pytest.mark.slow  # a fresh interpreter importing torch: 3-8 s on a busy 2-core machine
-def test_cli_prints_params_and_macs():
-    path = os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
-    out = subprocess.run([sys.executable, "-m", "cvt_lab.complexity", "model=cvt13"], capture_output=True,
-                         text=True, env=env, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert "cvt13: params 19.997M, MACs 4.566G at 224x224" in out.stdout
 
 
 def test_main_overrides(capsys):

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import timm
 import torch
+from conftest import TINY_DEPTHS
 from test_checkpoint import (  # skips this module too where transformers is missing
-    TINY_DEPTHS,
     assert_parity,
     hf_config,
     hf_model,

@@ -13,8 +13,8 @@ import stat
 
 import pytest
 import torch
+from conftest import TINY_DEPTHS, logits, randomize
 from omegaconf import OmegaConf
-from test_checkpoint import TINY_DEPTHS, logits, randomize  # skips this module too where transformers is missing
 
 from cvt_lab import create_model
 from cvt_lab.checkpoint import export_released, main, model_from

@@ -9,6 +9,7 @@ import re
 
 import pytest
 import torch
+from conftest import TINY_DEPTHS, logits, randomize
 from torch import nn
 
 from cvt_lab import create_model
@@ -24,12 +25,6 @@ from cvt_lab.models import load_preset
 
 transformers = pytest.importorskip("transformers")
 
-# transformers picks each stage's drop-path rate as rates[stage] of that stage's blocks, so stage i needs
-# more than i blocks: the transformers tests use cvt_tiny with 1/2/3 blocks.
-TINY_DEPTHS = [1, 2, 3]
-
-
-
 
 def hf_config(name: str, **overrides) -> transformers.CvtConfig:
     """The transformers config of one of our presets (10 classes)."""
@@ -41,31 +36,9 @@ def hf_config(name: str, **overrides) -> transformers.CvtConfig:
     )
 
 
-def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial norms and BatchNorm running statistics, so every tensor matters for the logits."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.BatchNorm2d, nn.LayerNorm)):
-                m.weight.copy_(1 + 0.2 * torch.randn(m.weight.shape, generator=g))
-                m.bias.copy_(0.2 * torch.randn(m.bias.shape, generator=g))
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(0.2 * torch.randn(m.running_mean.shape, generator=g))
-                m.running_var.copy_(0.5 + 1.5 * torch.rand(m.running_var.shape, generator=g))
-                m.num_batches_tracked.fill_(7)
-    return model.eval()
-
-
 def tiny(**overrides) -> nn.Module:
     torch.manual_seed(overrides.pop("seed", 0))
     return randomize(create_model("cvt_tiny", **{"num_classes": 10, **overrides}))
-
-
-def logits(model: nn.Module, size: int, batch: int = 2) -> torch.Tensor:
-    x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        out = model(x)
-    return getattr(out, "logits", out)
 
 
 @pytest.fixture(scope="module")
@@ -205,6 +178,15 @@ def test_convert_cli(tmp_path, capsys, source):
     assert "stage0.patch_embed.proj.weight" in state
     assert main(["convert", str(tmp_path / "missing.pth"), str(tmp_path / "x.pth")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_convert_to_an_unwritable_path_is_one_message(tmp_path, capsys):
+    src = export_released(create_model("cvt_tiny", num_classes=10), tmp_path / "tiny.pth")
+    blocked = tmp_path / "a_file"
+    blocked.write_text("")
+    assert main(["convert", str(src), str(blocked / "out.pth")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot write {blocked / 'out.pth'}") and len(err.strip().splitlines()) == 1
 
 
 # --------------------------------------------------------------------------------------- refusals

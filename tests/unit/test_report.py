@@ -7,23 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import REPO_ROOT, write_job
 from omegaconf import OmegaConf
 
 from cvt_lab.report import load_paper_tables, paper_config_size
 from cvt_lab.report import report as report_with_prereg
-
-
-def write_job(sweep: Path, axis: str, option: str, seed: int, acc: float | None, error: str | None = None) -> None:
-    d = sweep / axis.split("/")[0] / f"{axis.split('/')[1]}={option},seed={seed}"
-    d.mkdir(parents=True)
-    overrides = [f"{axis}={option}", f"seed={seed}", "experiment=ablation_kv_stride"]
-    if error:
-        r = {"status": "failed", "error": error, "overrides": overrides}
-    else:
-        r = {"status": "finished", "test/acc1": acc, "seed": seed, "params": 1000, "macs": 10,
-             "experiment": {"table": "table7", "row": "${hydra:runtime.choices.model/kv_stride}"},
-             "overrides": overrides}
-    (d / "results.json").write_text(json.dumps(r))
 
 
 def report(sweep: Path, out: Path, table: str | None = None, **kwargs):
@@ -346,7 +334,7 @@ def test_table4_scales_run_the_papers_datasets():
 def test_docs_paper_prints_the_tables_of_paper_tables_yaml():
     from cvt_lab.report.paper import paper_tables_markdown
 
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "paper.md").read_text()
+    doc = (REPO_ROOT / "docs" / "paper.md").read_text()
     assert paper_tables_markdown() in doc, "regenerate docs/paper.md's tables: see the comment above them"
 
 

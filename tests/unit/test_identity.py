@@ -7,12 +7,12 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import compose_config
+from conftest import REPO_ROOT, compose_config
 from omegaconf import OmegaConf
 
 from cvt_lab.identity import NAME_LIMIT, NAMED_BY_CONTENTS, NOT_IDENTITY, identity_of, in_identity, job_dirname
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = REPO_ROOT / "conf"
 
 
 def exclude_keys_of(path: Path) -> list[str]:

@@ -6,12 +6,10 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import zipfile
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import compose_config
+from conftest import compose_config, fake_checkpoint
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import (
     EarlyStopping,
@@ -24,7 +22,6 @@ from cvt_lab.callbacks import RequeueBetweenSteps
 from cvt_lab.building import build_callbacks
 from cvt_lab.errors import JobError
 from cvt_lab.job import resume_checkpoint
-
 
 
 def test_callbacks_group_builds_lightning_callbacks(tmp_path):
@@ -41,14 +38,6 @@ def test_callbacks_group_builds_lightning_callbacks(tmp_path):
     assert [type(c) for c in build_callbacks(default, tmp_path)] == [ModelCheckpoint, ModelCheckpoint]
     with pytest.raises(JobError, match=r"callbacks.checkpoint: .*every_n_epoch\b"):  # an argument it does not take
         build_callbacks(compose_config("+callbacks.checkpoint.every_n_epoch=2"), tmp_path)
-
-
-def fake_checkpoint(path: Path, mtime: float) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("data.pkl", b"weights")
-    os.utime(path, (mtime, mtime))
-    return path
 
 
 def test_resume_takes_the_newest_readable_checkpoint_step_and_hpc_ones_too(tmp_path, caplog):

@@ -8,15 +8,13 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import TINY, compose_config
-from test_train import wandb_records
+from conftest import TINY, compose_config, wandb_records, write_job
 
 from cvt_lab.loggers import stored_run_id
 from cvt_lab.errors import JobError
 from cvt_lab.job import run
 
 pytest.importorskip("wandb", reason="the wandb extra")
-pytestmark = pytest.mark.slow
 WANDB = (*TINY, "model.img_size=16", "logger=wandb", "logger.mode=offline", "logger.group=g1")
 
 
@@ -72,7 +70,6 @@ def test_run_id_is_generated_once_and_kept(tmp_path):
 
 def test_report_logs_its_table_and_plot_into_the_sweeps_group(tmp_path):
     from omegaconf import OmegaConf
-    from test_report import write_job
 
     from cvt_lab.report.__main__ import main
 

@@ -17,9 +17,8 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from conftest import compose_config
+from conftest import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 FAST = ["debug=tiny", "logger=csv"]
 
 
@@ -59,7 +58,6 @@ def mini(tmp_path_factory):
     return out, sweep, first
 
 
-@pytest.mark.slow
 def test_mini_sweep_one_failure_does_not_stop_the_other(mini):
     _, sweep, first = mini
     assert (sweep / "multirun.yaml").is_file()  # the sweep directory is stable: <table>_<scale>
@@ -75,7 +73,6 @@ def test_mini_sweep_one_failure_does_not_stop_the_other(mini):
     assert "model/pos_embed=deit_s " in summary[0] and "model/pos_embed=every " not in summary[0]
 
 
-@pytest.mark.slow
 def test_pooled_jobs_time_themselves_from_their_own_start(mini):
     """One slot: the failing job runs after the training one, in its own process; its wall time is its own
     (a failure while building the model), not the sweep's so far."""
@@ -88,13 +85,12 @@ def test_pooled_jobs_time_themselves_from_their_own_start(mini):
     assert deit_start >= every_start + every["wall_s"] - 1.0
 
 
-@pytest.mark.slow
 def test_mini_sweep_report(mini, tmp_path, capsys, monkeypatch):
     """The report's command line in-process (a subprocess adds only its start-up; test_report covers the rest)."""
     from cvt_lab.report.__main__ import main
 
     _, sweep, _ = mini
-    monkeypatch.chdir(ROOT)
+    monkeypatch.chdir(REPO_ROOT)
     # no pre-registration: its registered sweep would be composed to label the table, which is test_prereg's part
     assert main([str(sweep), "--out", str(tmp_path), "--prereg-dir", str(tmp_path / "no-prereg")]) == 0
     md = (tmp_path / "table5.md").read_text()
@@ -106,7 +102,6 @@ def test_mini_sweep_report(mini, tmp_path, capsys, monkeypatch):
     assert "Failed or missing" in md and "wrote" in capsys.readouterr().out
 
 
-@pytest.mark.slow
 def test_rerun_skips_finished_jobs(mini):
     out, sweep, _ = mini
     before = results(sweep)
@@ -119,21 +114,6 @@ def test_rerun_skips_finished_jobs(mini):
 
 
 # ------------------------------------------------------------------------------------------- the launcher
-
-
-@pytest.mark.parametrize("overrides, launcher", [
-    ([], "cpu_parallel"),  # scale=cpu: both cores of a 2-core machine
-    (["experiment=ablation_pos_embed"], "cpu_parallel"),
-    (["launcher=serial"], "serial"),
-    (["scale=paper"], "serial"),
-    (["experiment=ablation_pos_embed", "scale=paper"], "serial"),
-    (["hparams_search=cvt_tiny_optuna"], "serial"),
-    (["scale=paper", "launcher=gpus"], "gpus"),
-])
-def test_default_launcher_follows_the_scale(overrides, launcher):
-    _, composed = compose_config(*overrides, hydra=True)
-    assert composed.hydra.runtime.choices.launcher == launcher
-    assert composed.hydra.launcher._target_.endswith("BasicLauncher" if launcher == "serial" else "PoolLauncher")
 
 
 APP = '''
@@ -222,16 +202,6 @@ def test_cpu_pool_threads_and_a_crashed_job(tmp_path):
     assert expected in output[0] and "Traceback" not in output[0]
 
 
-def test_make_slots():
-    from hydra_plugins.cvt_lab_launcher.pool import make_slots
-
-    assert make_slots(True, 3, None, 1, 0) == ["0", "1", "2"]
-    assert make_slots(True, None, [4, 5, 6, 7, 8], 2, 0) == ["4,5", "6,7"]
-    assert make_slots(False, None, None, 1, 3) == [None, None, None]
-    with pytest.raises(ValueError, match="num_gpus"):
-        make_slots(True, 0, None, 1, 0)
-
-
 def test_packed_gpus_run_jobs_together_with_their_share_of_the_cores(tmp_path):
     """jobs_per_gpu=2 on 2 (fake) GPUs: 4 jobs at once, two per GPU, each with 8 cores / 4 jobs = 2 threads; the
     slots index the launcher's own visible devices (CUDA_VISIBLE_DEVICES=5,7 here: GPUs 5 and 7)."""
@@ -255,17 +225,3 @@ def test_packed_gpus_auto_measures_the_first_job(tmp_path):
     assert first["end"] <= second["start"] and first["threads"] == "8"  # alone, with every core
     assert second["threads"] == "4"  # sized for two at once
     assert "2 fit a GPU of 8.0 GiB with 15% to spare; 2 per GPU" in output[0]
-
-
-def test_jobs_per_gpu_fit_and_values():
-    from hydra_plugins.cvt_lab_launcher.pool import CUDA_CONTEXT_BYTES, jobs_per_slot, jobs_that_fit, parse_jobs_per_gpu
-
-    gib = 2**30
-    assert jobs_that_fit(gib - CUDA_CONTEXT_BYTES, 80 * gib, 0.15) == 68  # 68 GiB usable, 1 GiB a job
-    assert jobs_that_fit(100 * gib, 80 * gib, 0.15) == 1  # one job always runs
-    assert jobs_per_slot(68, 1, 16) == 16 and jobs_per_slot(68, 2, 16) == 8  # never more jobs than cores
-    assert jobs_per_slot(4, 8, 4) == 1  # yet one on every GPU
-    assert parse_jobs_per_gpu("auto") is None and parse_jobs_per_gpu(3) == 3
-    for bad in (0, "two", 1.5):
-        with pytest.raises(ValueError, match="jobs_per_gpu"):
-            parse_jobs_per_gpu(bad)

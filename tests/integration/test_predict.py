@@ -15,8 +15,6 @@ from PIL import Image
 from cvt_lab.module import ImageClassifier
 from cvt_lab.job import run
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture
 def trained(tiny_run):

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO_ROOT
 
 from cvt_lab.plan.__main__ import main
 from cvt_lab.plan.estimate import sweep_wall
 from cvt_lab.results import RunRecord, write_record
 
-ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT = "ablation_kv_stride"
 
 # A benchmark result as benchmarks/cvt_bench writes it, reduced to what the plan reads (made-up numbers).
@@ -37,7 +37,7 @@ def planned(tmp_path_factory):
 
 def test_plan_lists_every_job_of_the_sweep_with_an_estimate(planned):
     _, plan = planned
-    experiment = yaml.safe_load((ROOT / "conf" / "experiment" / f"{EXPERIMENT}.yaml").read_text())
+    experiment = yaml.safe_load((REPO_ROOT / "conf" / "experiment" / f"{EXPERIMENT}.yaml").read_text())
     params = experiment["hydra"]["sweeper"]["params"]
     expected = list(itertools.product(*(str(v).split(",") for v in params.values())))  # rows x seeds
     jobs = plan["jobs"]

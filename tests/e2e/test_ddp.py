@@ -19,9 +19,6 @@ from filelock import FileLock
 from conftest import cli_env, compose_config, read_results
 from hydra.utils import instantiate
 
-from cvt_lab.data.base import EpochRandomSampler, SeededSampler
-
-pytestmark = pytest.mark.slow  # end to end: make test-fast leaves it out
 
 TESTS = Path(__file__).resolve().parent
 DDP = ("trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true")
@@ -110,24 +107,6 @@ def test_metrics_are_gathered_over_the_whole_split(straight):
         assert record[f"{split}/acc1"] == pytest.approx(accuracy, abs=1e-6), split
 
 
-def test_ranks_share_each_epoch_without_overlap_and_resume_mid_epoch():
-    data = list(range(17))
-    ranks = [EpochRandomSampler(data, seed=3, epoch=lambda: 1, num_replicas=2, rank=r) for r in (0, 1)]
-    shares = [list(s) for s in ranks]
-    assert [len(s) for s in shares] == [9, 9]  # padded by one repeated sample, as torch's DistributedSampler
-    assert set(shares[0]) | set(shares[1]) == set(data) and len(set(shares[0]) & set(shares[1])) == 1
-    alone = list(EpochRandomSampler(data, seed=3, epoch=lambda: 1))
-    assert shares[0] == alone[0::2] and shares[1] == (alone + alone[:1])[1::2]  # one order, dealt out
-    # Augmentation seeds: one per position of the epoch, the padding repeat's unlike its original's.
-    pairs = [list(SeededSampler(data, seed=3, epoch=lambda: 1, num_replicas=2, rank=r)) for r in (0, 1)]
-    assert [i for i, _ in pairs[0]] == shares[0]
-    assert len({seed for p in pairs for _, seed in p}) == 18
-    ranks[1].resume(epoch=1, samples=4)  # a checkpoint after 2 batches of 2 of epoch 1
-    assert list(ranks[1]) == shares[1][4:]
-    ranks[1].resume(epoch=0, samples=4)  # another epoch's position: the whole epoch
-    assert list(ranks[1]) == shares[1]
-
-
 def test_requeued_slurm_job_resumes_under_torchrun_to_the_uninterrupted_metrics(straight, tmp_path):
     """srun's 2 tasks (simulated by SLURM's variables) get the requeue signal (SIGUSR1) during step 2: Lightning's
     save and requeue run at the end of that step on both ranks (cvt_lab.callbacks.RequeueBetweenSteps):
@@ -164,17 +143,3 @@ def test_requeued_slurm_job_resumes_under_torchrun_to_the_uninterrupted_metrics(
         again, before = steps(tmp_path / "resumed", rank), steps(straight / "probe", rank)
         assert sorted(again) == list(range(3, 8))
         assert all(again[s] == before[s] for s in again)
-
-
-def test_processes_started_together_must_share_a_named_run_directory(monkeypatch):
-    from cvt_lab.__main__ import unshared_run_dir
-
-    for var in ("WORLD_SIZE", "SLURM_NTASKS"):
-        monkeypatch.delenv(var, raising=False)
-    assert unshared_run_dir(["trainer=ddp"]) is None  # one process: Lightning's launcher passes the directory on
-    monkeypatch.setenv("WORLD_SIZE", "2")  # torchrun
-    assert "hydra.run.dir=" in unshared_run_dir(["trainer=ddp"])
-    assert unshared_run_dir(["trainer=ddp", "hydra.run.dir=outputs/runs/x"]) is None
-    monkeypatch.setenv("WORLD_SIZE", "1")
-    monkeypatch.setenv("SLURM_NTASKS", "8")  # srun
-    assert unshared_run_dir(["trainer=ddp"]) is not None
