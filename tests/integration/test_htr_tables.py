@@ -23,7 +23,7 @@ from cvt_lab.report.claims import kind_of
 from cvt_lab.report.prereg import PreregError, load_prereg, sweep_overrides
 from cvt_lab.results import read_outcomes, read_record, write_outcomes
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HTR_TABLES = {"htr_pos_embed": "model/pos_embed", "htr_conv_embed": "model/conv_embed",
               "htr_kv_stride": "model/kv_stride"}
 LINES = 400
