@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import zipfile
@@ -35,20 +36,48 @@ def test_wheel_carries_every_config(unpacked_wheel):
     assert (unpacked_wheel / "hydra_plugins" / "cvt_lab_launcher").is_dir()  # launcher=cpu_parallel / gpus
 
 
-def test_installed_wheel_composes_and_builds_from_another_directory(unpacked_wheel, tmp_path):
-    env = cli_env(PYTHONPATH=str(unpacked_wheel))  # ahead of the editable install on sys.path
-    code = ("import cvt_lab, cvt_lab.paths as p; print(cvt_lab.__file__); print(p.config_dir()); "
-            "print(sum(x.numel() for x in cvt_lab.create_model('cvt13').parameters()))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
+# What a fresh interpreter with the wheel installed reports, as JSON: the modules ``import cvt_lab`` alone brought in
+# that it must not (no command line, no Hydra app, no Lightning), then where cvt_lab and its configs were found and
+# the parameters of a model built there. One interpreter for both checks: starting one costs seconds.
+FRESH_INTERPRETER = """
+import json, sys
+import cvt_lab
+heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('lightning', 'hydra') or m.startswith((
+    'cvt_lab.train', 'cvt_lab.job', 'cvt_lab.__main__', 'cvt_lab.plan', 'cvt_lab.report', 'cvt_lab.checkpoint.cli',
+    'cvt_lab.checkpoint.exports')))
+import cvt_lab.paths
+params = sum(x.numel() for x in cvt_lab.create_model('cvt13').parameters())
+print(json.dumps({'heavy': heavy, 'file': cvt_lab.__file__, 'conf': str(cvt_lab.paths.config_dir()), 'params': params}))
+"""
+
+
+@pytest.fixture(scope="module")
+def installed(unpacked_wheel, tmp_path_factory) -> tuple[dict, dict[str, str], Path]:
+    """The fresh interpreter's report (FRESH_INTERPRETER), the environment that puts the wheel ahead of the editable
+    install on sys.path, and the other directory it ran from."""
+    env = cli_env(PYTHONPATH=str(unpacked_wheel))
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    proc = subprocess.run([sys.executable, "-c", FRESH_INTERPRETER], capture_output=True, text=True, env=env,
+                          cwd=elsewhere)
     assert proc.returncode == 0, proc.stderr
-    module_file, conf, params = proc.stdout.split()
-    assert module_file.startswith(str(unpacked_wheel)) and conf == str(unpacked_wheel / "cvt_lab" / "conf")
-    assert int(params) == 19_997_480
+    return json.loads(proc.stdout), env, elsewhere
+
+
+def test_installed_wheel_composes_and_builds_from_another_directory(unpacked_wheel, installed):
+    report, env, elsewhere = installed
+    assert report["file"].startswith(str(unpacked_wheel)) and report["conf"] == str(unpacked_wheel / "cvt_lab" / "conf")
+    assert report["params"] == 19_997_480
 
     proc = subprocess.run([sys.executable, "-m", "cvt_lab", "--cfg", "job", "model=cvt21", "recipe=imagenet"],
-                          capture_output=True, text=True, env=env, cwd=tmp_path)
+                          capture_output=True, text=True, env=env, cwd=elsewhere)
     assert proc.returncode == 0, proc.stderr
     assert "depths:\n  - 1\n  - 4\n  - 16" in proc.stdout and "rand-m9-mstd0.5-inc1" in proc.stdout
+
+
+def test_import_cvt_lab_stays_light(installed):
+    """``import cvt_lab`` (models and the timm registry) brings in no command line, no Hydra app, no Lightning."""
+    report, _, _ = installed
+    assert report["heavy"] == [], report["heavy"]
 
 
 def test_one_version_from_the_metadata(unpacked_wheel):
@@ -65,11 +94,3 @@ def test_one_version_from_the_metadata(unpacked_wheel):
     assert (info / "licenses" / "LICENSE").is_file()
     assert (unpacked_wheel / "cvt_lab" / "py.typed").is_file()  # type information for users' checkers
 
-
-def test_import_cvt_lab_stays_light():
-    """``import cvt_lab`` (models and the timm registry) brings in no command line, no Hydra app, no Lightning."""
-    code = ("import sys, cvt_lab; heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('lightning', 'hydra') or m.startswith(('cvt_lab.train', 'cvt_lab.job', 'cvt_lab.__main__', "
-            "'cvt_lab.plan', 'cvt_lab.report', 'cvt_lab.checkpoint.cli', 'cvt_lab.checkpoint.exports'))); print(heavy)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]", out

@@ -137,7 +137,8 @@ def main(cfg):
         while len(os.listdir(arrived)) < len(cfg.together) and time.time() < deadline:
             time.sleep(0.05)
         together = len(os.listdir(arrived))
-    if cfg.peak:  # what a cvt_lab job records after using a GPU
+    if cfg.peak and HydraConfig.get().job.num == 0:  # what a cvt_lab job records after using a GPU: only the first
+        # job's record is read (jobs_per_gpu=auto measures it), and importing cvt_lab costs a job seconds
         from cvt_lab.results import RunRecord, write_record
         write_record(out_dir, RunRecord(status="finished", peak_gpu_mem_bytes=cfg.peak))
     out = {{"x": cfg.x, "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"), "start": start, "end": time.time(),

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import QUICK, TINY, cli_env, read_results, run_cli, wandb_records
+from conftest import QUICK, TINY, cli_env, compose_config, read_results, run_cli, wandb_records
 
 RESULT_KEYS = {"test/acc1", "test/acc5", "val/acc1", "params", "macs", "epochs", "wall_s", "overrides"}
 # Synthetic data, 3 epochs of 7 batches: long enough to stop mid-run, short enough for a test.
@@ -44,8 +44,12 @@ def test_default_digits_run_writes_results(digits_cli_run):
 def test_sigterm_ends_the_run_as_interrupted_and_a_rerun_resumes_to_the_uninterrupted_metrics(tmp_path):
     """SIGTERM (what schedulers and shells send): a non-zero exit, one line, a record that says so; the same
     command again resumes from the last checkpoint and ends where an uninterrupted run ends."""
+    from cvt_lab.job import run
+
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
-    run_cli(*RESUMABLE, run_dir=straight)
+    # The uninterrupted reference in-process: the job the CLI runs (cvt_lab.job.run), on one thread as the CLI's
+    # (OMP_NUM_THREADS=1), without another interpreter's start-up; the CLI's part is the stopped run and its rerun.
+    run(compose_config(*RESUMABLE), straight)
     expected = read_results(straight)
 
     cmd = [sys.executable, "-m", "cvt_lab", *RESUMABLE, f"hydra.run.dir={stopped}"]

@@ -13,8 +13,10 @@ from conftest import TINY, compose_config, read_results
 from cvt_lab.checkpoint import export_released
 
 
-def test_eval_of_a_released_format_checkpoint(digits_cli_run, tmp_path):
-    train_dir, _ = digits_cli_run
+def test_eval_of_a_released_format_checkpoint(tiny_run, tmp_path):
+    """The session's in-process tiny run, exported to the released format and evaluated on the same (synthetic)
+    splits: the run's own accuracies back."""
+    train_dir = tiny_run
     trained = read_results(train_dir)
 
     from cvt_lab.checkpoint import load_checkpoint
@@ -23,11 +25,10 @@ def test_eval_of_a_released_format_checkpoint(digits_cli_run, tmp_path):
 
     model = create_model("cvt_tiny", num_classes=10)
     load_checkpoint(model, train_dir / "checkpoints" / "last.ckpt")
-    released = tmp_path / "CvT-tiny-32x32-digits.pth"
+    released = tmp_path / "CvT-tiny-32x32-synthetic.pth"
     export_released(model, released)
 
-    evaluated = run(compose_config("mode=eval", f"checkpoint={released}", "trainer.enable_progress_bar=false"),
-                    tmp_path / "eval")
+    evaluated = run(compose_config(*TINY, "mode=eval", f"checkpoint={released}"), tmp_path / "eval")
     assert evaluated.mode == "eval" and evaluated.epochs == 0
     assert evaluated.test_acc1 == pytest.approx(trained["test/acc1"])
     assert evaluated.val_acc1 == pytest.approx(trained["val/acc1"])
