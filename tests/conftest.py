@@ -190,3 +190,21 @@ def logits(model: nn.Module, size: int, batch: int = 2) -> torch.Tensor:
     with torch.no_grad():
         out = model(x)
     return getattr(out, "logits", out)
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """A Hub cache holding REPO (a tiny transformers CvT) at COMMIT as ``main``, in offline mode."""
+    pytest.importorskip("transformers")
+    from hf_fixtures import COMMIT, REPO, hf_config, hf_model
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hub"
+    repo = cache / f"models--{REPO.replace('/', '--')}"
+    hf = hf_model(repo / "snapshots" / COMMIT, hf_config("cvt_tiny", depths=TINY_DEPTHS))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(COMMIT)
+    for name, value in (("HF_HUB_CACHE", str(cache)), ("HF_HUB_OFFLINE", True)):
+        monkeypatch.setenv(name, str(int(value)) if value is True else value)
+        monkeypatch.setattr(constants, name, value)  # read by huggingface_hub when it is imported
+    return hf

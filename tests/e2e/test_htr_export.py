@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import compose_config, run_cli, shared_dir
+from conftest import compose_config, run_cli, shared_dir, wandb_records
+from hf_fixtures import REPO, hf_config, hf_model
 from PIL import Image
 
 from cvt_lab.htr import build_crnn, build_cvt_line_recognizer
@@ -22,10 +23,6 @@ from cvt_lab.htr.module import LineRecognizer, load_line_recognizer
 
 onnx = pytest.importorskip("onnx", reason="the onnx extra")
 onnxruntime = pytest.importorskip("onnxruntime", reason="the onnx extra")
-try:  # a fixture: a Hub cache holding a tiny transformers CvT, read offline
-    from test_hub import hub_cache  # noqa: F401
-except pytest.skip.Exception:  # transformers is missing: the Hub case skips itself
-    pass
 
 HTR_TINY = ("experiment=htr", "data.source=sklearn", "data.train_lines=48", "data.val_lines=8", "data.test_lines=8",
             "recipe.batch_size=16", "recipe.epochs=1", "trainer.enable_progress_bar=false", "model.depths=[1,1,1]",
@@ -256,7 +253,6 @@ def test_a_line_model_refuses_to_predict_with_weights_that_carry_no_charset(tmp_
 def test_an_htr_run_logs_its_sample_lines_to_wandb(tmp_path, monkeypatch):
     pytest.importorskip("wandb", reason="the wandb extra")
     import wandb
-    from test_train import wandb_records
 
     for key in ("WANDB_API_KEY", "WANDB_ENTITY", "WANDB_PROJECT", "WANDB_RUN_ID", "WANDB_RESUME"):
         monkeypatch.delenv(key, raising=False)
@@ -304,15 +300,11 @@ def test_cvt_weights_of_every_format_load_into_the_backbone_with_a_fresh_ctc_hea
         spec = str(path)
     else:
         transformers = pytest.importorskip("transformers")  # noqa: F841
-        from test_checkpoint import hf_config, hf_model
-
         if source == "transformers":
             spec = str(tmp_path / "hf")
             hf_model(tmp_path / "hf", hf_config("cvt_tiny", depths=[1, 2, 3]))
         else:
             request.getfixturevalue("hub_cache")
-            from test_hub import REPO
-
             spec = f"hf-hub:{REPO}"
     expected = {k: v for k, v in to_cvt_lab(load_state(spec)).items() if not k.startswith("head.")}
     model = build_cvt_line_recognizer(num_classes=7, in_chans=1, img_size=32, **args)

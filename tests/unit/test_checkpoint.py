@@ -10,6 +10,7 @@ import re
 import pytest
 import torch
 from conftest import TINY_DEPTHS, logits, randomize
+from hf_fixtures import hf_config, hf_model
 from torch import nn
 
 from cvt_lab import create_model
@@ -21,19 +22,8 @@ from cvt_lab.checkpoint import (
     to_cvt_lab,
     to_released,
 )
-from cvt_lab.models import load_preset
 
 transformers = pytest.importorskip("transformers")
-
-
-def hf_config(name: str, **overrides) -> transformers.CvtConfig:
-    """The transformers config of one of our presets (10 classes)."""
-    a = {**load_preset(name), **overrides}
-    return transformers.CvtConfig(
-        num_labels=10, embed_dim=a["dims"], num_heads=a["heads"], depth=a["depths"], patch_sizes=a["embed_kernel"],
-        patch_stride=a["embed_stride"], patch_padding=a["embed_padding"], kernel_qkv=a["proj_kernel"],
-        stride_kv=a["kv_stride"], cls_token=a["cls_token"], mlp_ratio=a["mlp_ratio"], qkv_bias=a["qkv_bias"],
-    )
 
 
 def tiny(**overrides) -> nn.Module:
@@ -59,13 +49,6 @@ def released_file(source, tmp_path_factory):
 
 def load_tiny(path, **overrides) -> nn.Module:
     return create_model("cvt_tiny", **{"num_classes": 10, "checkpoint": path, **overrides}).eval()
-
-
-def hf_model(tmp_path, config):
-    torch.manual_seed(0)
-    hf = randomize(transformers.CvtForImageClassification(config))
-    hf.save_pretrained(tmp_path)
-    return hf
 
 
 def assert_parity(hf, ours, sizes, batch=2):

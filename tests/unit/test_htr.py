@@ -133,7 +133,7 @@ def test_htr_ablations_sweep_the_cvt_axes_on_lines(experiment, axis, rows):
 
 
 def test_htr_report_gives_cer_and_wer_per_row_over_seeds(tmp_path, capsys):
-    """The old address of the handwriting report is the tables' report (tests/integration/test_htr_tables.py has the rest)."""
+    """The old address of the handwriting report is the tables' report (the rest: integration/test_htr_tables.py)."""
     from cvt_lab.htr.report import main
     from cvt_lab.results import RunRecord, write_record
 

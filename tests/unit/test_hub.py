@@ -8,36 +8,14 @@ import pytest
 import timm
 import torch
 from conftest import TINY_DEPTHS
-from test_checkpoint import (  # skips this module too where transformers is missing
-    assert_parity,
-    hf_config,
-    hf_model,
-)
+from hf_fixtures import COMMIT, REPO
+from test_checkpoint import assert_parity  # skips this module too where transformers is missing
 
 from cvt_lab import create_model
 from cvt_lab.checkpoint import hub, load_state, main
 from cvt_lab.errors import JobError, as_job_error
 
 transformers = pytest.importorskip("transformers")
-
-REPO = "cvt-lab-tests/tiny-cvt"
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
-
-@pytest.fixture
-def hub_cache(tmp_path, monkeypatch):
-    """A Hub cache holding REPO (a tiny transformers CvT) at COMMIT as ``main``, in offline mode."""
-    from huggingface_hub import constants
-
-    cache = tmp_path / "hub"
-    repo = cache / f"models--{REPO.replace('/', '--')}"
-    hf = hf_model(repo / "snapshots" / COMMIT, hf_config("cvt_tiny", depths=TINY_DEPTHS))
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(COMMIT)
-    for name, value in (("HF_HUB_CACHE", str(cache)), ("HF_HUB_OFFLINE", True)):
-        monkeypatch.setenv(name, str(int(value)) if value is True else value)
-        monkeypatch.setattr(constants, name, value)  # read by huggingface_hub when it is imported
-    return hf
 
 
 def test_hub_checkpoint_loads_offline(hub_cache):

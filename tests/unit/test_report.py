@@ -297,7 +297,7 @@ def csv_values(text: str) -> list[str]:
 def test_each_table_is_run_by_one_experiment():
     tables = load_paper_tables()
     assert {t for t, spec in tables.items() if "experiment" in spec} == {f"table{i}" for i in range(3, 9)} | {
-        "htr_pos_embed", "htr_conv_embed", "htr_kv_stride"}  # the handwriting tables: tests/integration/test_htr_tables.py
+        "htr_pos_embed", "htr_conv_embed", "htr_kv_stride"}  # handwriting: integration/test_htr_tables.py
     assert "experiment" not in tables["table2"]  # counted, not trained
 
 
