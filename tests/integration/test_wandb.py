@@ -5,6 +5,7 @@ the sweep's group. Checked by reading the offline run files."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -50,8 +51,9 @@ def test_failed_run_ends_failed_and_its_id_carries_on(tmp_path):
     # The same directory again (no checkpoint was written, so it starts afresh): the same W&B run, now finished,
     # and logger.log_model=true uploads the checkpoints as an artifact.
     assert run(compose_config(*WANDB, "logger.log_model=true"), tmp_path).status == "finished"
+    # W&B names a run's folder by the second it started: a run that starts in the failed one's second gets "-1" added.
     first, second = offline_runs(tmp_path)
-    assert first == failed and second.name.endswith(f"-{run_id}")
+    assert first == failed and re.search(f"-{run_id}(-\\d+)?$", second.name)
     second_records = records(second)
     assert [r.exit.exit_code for r in second_records if r.HasField("exit")] == [0]
     assert next(r.run for r in second_records if r.HasField("run")).run_id == run_id
