@@ -165,6 +165,20 @@ def write_job(sweep: Path, axis: str, option: str, seed: int, acc: float | None,
     (d / "results.json").write_text(json.dumps(r))
 
 
+def write_prereg(root: Path, table: str, text: str, commit: bool = True) -> Path:
+    """A registration ``<root>/<table>.yaml`` holding ``text``, committed to a git repository of its own unless
+    ``commit`` is false (the report checks a registration's commit time against its jobs')."""
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / f"{table}.yaml"
+    path.write_text(text)
+    if commit:
+        git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(root)]
+        subprocess.run(["git", "init", "-q", str(root)], check=True)
+        subprocess.run([*git, "add", path.name], check=True)
+        subprocess.run([*git, "commit", "-q", "-m", "register"], check=True)
+    return path
+
+
 # transformers picks each stage's drop-path rate as rates[stage] of that stage's blocks, so stage i needs
 # more than i blocks: the transformers tests use cvt_tiny with 1/2/3 blocks.
 TINY_DEPTHS = [1, 2, 3]

@@ -92,17 +92,19 @@ def test_export_cli_writes_onnx_with_dynamic_batch_and_width_and_the_charset(htr
         assert decoded == recognizer.charset.greedy(reference, expected_frames)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("variant", [
-    {"pos_embed": [True, True, True], "cls_token": [False, False, True]},  # a table resized to each line's width
-    {"embed_type": ["patch", "patch", "patch"], "kv_stride": [1, 1, 1], "proj": ["linear", "dw_bn", "dw_bn"]},
-])
-def test_every_cvt_axis_exports_with_a_symbolic_width(tmp_path, variant):
+# Every option of the ablated axes in one model (one export: each takes seconds), stage by stage: a patch / a
+# convolutional token embedding, keys and values at stride 1 / 2, a linear / a convolutional projection, and a
+# position embedding everywhere (a table resized to each line's width) with a class token in the last stage.
+EVERY_AXIS = {"pos_embed": [True, True, True], "cls_token": [False, False, True],
+              "embed_type": ["patch", "conv", "patch"], "kv_stride": [1, 2, 1], "proj": ["linear", "dw_bn", "dw_bn"]}
+
+
+def test_every_cvt_axis_exports_with_a_symbolic_width(tmp_path):
     from cvt_lab.htr.export import export_line_onnx
 
     config = {"_target_": "cvt_lab.htr.build_cvt_line_recognizer", "name": "htr_cvt", "img_size": 32, "in_chans": 1,
               "depths": [1, 1, 1], "dims": [16, 32, 32], "heads": [1, 2, 2], "embed_kernel": [7, 3, 3],
-              "embed_stride": [4, 2, 1], "embed_padding": [2, 1, 1], "cls_token": [False] * 3, **variant}
+              "embed_stride": [4, 2, 1], "embed_padding": [2, 1, 1], **EVERY_AXIS}
     recognizer = LineRecognizer(None, {"name": "htr"}, list("ab "), config).eval()
     for stage in recognizer.model.backbone.stages:  # a position embedding of real magnitude
         if stage.pos_embed is not None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
 from datetime import datetime, timedelta, UTC
 from pathlib import Path
 
 import pytest
+from conftest import write_prereg
 
 from cvt_lab.report import report
 from cvt_lab.prereg import main
@@ -31,16 +31,8 @@ margins: {}
 """
 
 
-def write_prereg(root: Path, text: str = PREREG, commit: bool = True) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / "table7.yaml"
-    path.write_text(text)
-    if commit:
-        git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(root)]
-        subprocess.run(["git", "init", "-q", str(root)], check=True)
-        subprocess.run([*git, "add", path.name], check=True)
-        subprocess.run([*git, "commit", "-q", "-m", "register"], check=True)
-    return path
+def register(root: Path, text: str = PREREG, commit: bool = True) -> Path:
+    return write_prereg(root, "table7", text, commit)
 
 
 def write_job(sweep: Path, option: str, seed: int, acc: float, sha: str | None, started: datetime,
@@ -82,7 +74,7 @@ def label_of(md: str) -> str:
 
 
 def test_a_registered_committed_sweep_is_confirmatory(tmp_path, registered):
-    path = write_prereg(tmp_path / "prereg")
+    path = register(tmp_path / "prereg")
     sweep = sweep_of(tmp_path, file_sha256(path))
     md = report(sweep, tmp_path / "out", prereg_root=path.parent)["md"].read_text()
     assert label_of(md).startswith("**Confirmatory: claim")
@@ -91,7 +83,7 @@ def test_a_registered_committed_sweep_is_confirmatory(tmp_path, registered):
 
 
 def test_a_job_without_the_hash_makes_the_table_exploratory(tmp_path, registered):
-    path = write_prereg(tmp_path / "prereg")
+    path = register(tmp_path / "prereg")
     sweep = sweep_of(tmp_path, file_sha256(path), sha_of={("stride2", 101): None})
     md = report(sweep, tmp_path / "out", prereg_root=path.parent)["md"].read_text()
     assert label_of(md).startswith("**Exploratory")
@@ -99,7 +91,7 @@ def test_a_job_without_the_hash_makes_the_table_exploratory(tmp_path, registered
 
 
 def test_a_job_with_a_changed_identity_makes_the_table_exploratory(tmp_path, registered):
-    path = write_prereg(tmp_path / "prereg")
+    path = register(tmp_path / "prereg")
     sweep = sweep_of(tmp_path, file_sha256(path), identity_of={("stride1", 100): "another"})
     md = report(sweep, tmp_path / "out", prereg_root=path.parent)["md"].read_text()
     assert label_of(md).startswith("**Exploratory")
@@ -107,18 +99,18 @@ def test_a_job_with_a_changed_identity_makes_the_table_exploratory(tmp_path, reg
 
 
 def test_an_uncommitted_or_later_registration_is_not_a_preregistration(tmp_path, registered):
-    path = write_prereg(tmp_path / "prereg", commit=False)
+    path = register(tmp_path / "prereg", commit=False)
     md = report(sweep_of(tmp_path, file_sha256(path)), tmp_path / "out", prereg_root=path.parent)["md"].read_text()
     assert label_of(md).startswith("**Exploratory") and "is not committed as it is now" in md
 
-    path = write_prereg(tmp_path / "prereg2")
+    path = register(tmp_path / "prereg2")
     md = report(sweep_of(tmp_path / "b", file_sha256(path), later=False), tmp_path / "out",
                 prereg_root=path.parent)["md"].read_text()
     assert label_of(md).startswith("**Exploratory") and "before the registration's commit" in md
 
 
 def test_fewer_seeds_than_registered_is_incomplete_never_reproduced(tmp_path, registered):
-    path = write_prereg(tmp_path / "prereg")
+    path = register(tmp_path / "prereg")
     sweep = sweep_of(tmp_path, file_sha256(path), skip=(("stride1", 101),))
     paths = report(sweep, tmp_path / "out", prereg_root=path.parent)
     md = paths["md"].read_text()
@@ -132,13 +124,13 @@ def test_the_registration_checks_its_settings(tmp_path):
                          (PREREG.replace("family: test_family\n", ""), "missing family"),
                          (PREREG + "epochs: 3\n", "unknown keys ['epochs']"),
                          (PREREG.replace("[100, 101]", "[100]"), "at least two")]:
-        path = write_prereg(tmp_path / message.replace(" ", "_"), bad, commit=False)
+        path = register(tmp_path / message.replace(" ", "_"), bad, commit=False)
         with pytest.raises(PreregError, match=message.replace("[", r"\[").replace("]", r"\]")):
             load_prereg(path)
 
 
 def test_the_registered_sweeps_command_line(tmp_path, capsys):
-    path = write_prereg(tmp_path / "prereg", commit=False)
+    path = register(tmp_path / "prereg", commit=False)
     prereg = load_prereg(path)
     assert sweep_overrides(prereg, "model/kv_stride") == [
         "experiment=ablation_kv_stride", "scale=cpu", "data.split_seed=1", "model/kv_stride=stride1,stride2",
@@ -150,7 +142,7 @@ def test_the_registered_sweeps_command_line(tmp_path, capsys):
 
 
 def test_a_missing_row_is_incomplete(tmp_path, registered):
-    path = write_prereg(tmp_path / "prereg")
+    path = register(tmp_path / "prereg")
     sweep = sweep_of(tmp_path, file_sha256(path), skip=(("stride1", 100), ("stride1", 101)))
     md = report(sweep, tmp_path / "out", prereg_root=path.parent)["md"].read_text()
     assert label_of(md).startswith("**Confirmatory: claim incomplete")
