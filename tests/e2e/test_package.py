@@ -1,5 +1,6 @@
-"""The package as researchers install it: a wheel carries the Hydra configs and runs from any directory, and
-``import cvt_lab`` in a fresh interpreter stays light. What pyproject.toml declares is tests/unit/test_extras.py."""
+"""The package as researchers install it: a wheel carries the Hydra configs and its console script runs from any
+directory, and ``import cvt_lab`` in a fresh interpreter stays light. What pyproject.toml declares is
+tests/unit/test_extras.py."""
 
 from __future__ import annotations
 
@@ -68,7 +69,9 @@ def test_installed_wheel_composes_and_builds_from_another_directory(unpacked_whe
     assert report["file"].startswith(str(unpacked_wheel)) and report["conf"] == str(unpacked_wheel / "cvt_lab" / "conf")
     assert report["params"] == 19_997_480
 
-    proc = subprocess.run([sys.executable, "-m", "cvt_lab", "--cfg", "job", "model=cvt21", "recipe=imagenet"],
+    script = Path(sys.executable).with_name("cvt-lab")  # the console script, reading the wheel's package here
+    assert script.is_file()
+    proc = subprocess.run([str(script), "--cfg", "job", "model=cvt21", "recipe=imagenet"],
                           capture_output=True, text=True, env=env, cwd=elsewhere)
     assert proc.returncode == 0, proc.stderr
     assert "depths:\n  - 1\n  - 4\n  - 16" in proc.stdout and "rand-m9-mstd0.5-inc1" in proc.stdout

@@ -153,7 +153,7 @@ if __name__ == "__main__":
 '''
 
 
-def run_app(tmp_path: Path, *args: str, crash: int = -1, sleep: float = 1.5, code: int = 0,
+def run_app(tmp_path: Path, *args: str, crash: int = -1, sleep: float = 0.75, code: int = 0,
             output: list | None = None, **environ: str) -> list[dict]:
     app = tmp_path / "app.py"
     app.write_text(textwrap.dedent(APP.format(crash=crash, sleep=sleep)))

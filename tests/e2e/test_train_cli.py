@@ -1,5 +1,5 @@
 """End to end through the real CLI (`python -m cvt_lab`) in a subprocess, where the CLI is the point: its output,
-exit codes, signals, concurrent runs, the installed script. What runs the same in-process is in
+exit codes, signals, concurrent runs (the installed script: test_package.py). What runs the same in-process is in
 tests/integration/test_train.py."""
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from conftest import QUICK, TINY, cli_env, compose_config, read_results, run_cli, wandb_records
@@ -73,19 +72,6 @@ def test_sigterm_ends_the_run_as_interrupted_and_a_rerun_resumes_to_the_uninterr
         assert resumed[key] == pytest.approx(expected[key], abs=1e-6), key
 
 
-def test_wandb_offline_writes_run_with_group_and_name(tmp_path):
-    args = ("logger=wandb", "logger.group=table5-cpu", "logger.name=row-c", "logger.tags=[row-c]", *QUICK)
-    proc = run_cli(*args, run_dir=tmp_path)
-    runs = list((tmp_path / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1, proc.stderr
-    run_record = next(r.run for r in wandb_records(next(runs[0].glob("*.wandb"))) if r.HasField("run"))
-    assert run_record is not None
-    assert run_record.run_group == "table5-cpu"
-    assert run_record.display_name == "row-c"
-    assert list(run_record.tags) == ["row-c"]
-    assert "wandb sync" in proc.stderr + proc.stdout  # says how to upload later
-
-
 @pytest.mark.parametrize(
     ("args", "message", "code"),
     [
@@ -100,11 +86,14 @@ def test_bad_input_fails_with_one_clear_message(tmp_path, args, message, code):
     assert "Traceback" not in proc.stderr + proc.stdout
 
 
-def test_parallel_runs_get_directories_of_their_own(tmp_path):
-    """The issue's `for s in 0 1 2; do python -m cvt_lab seed=$s ... & done`: a directory for each seed."""
+def test_parallel_runs_get_directories_of_their_own_and_w_and_b_runs_of_their_own(tmp_path):
+    """The issue's `for s in 0 1 2; do python -m cvt_lab seed=$s ... & done`, logged to W&B offline as a sweep's
+    jobs are: a directory for each seed, each with its own W&B run under the group, name and tags given."""
     logs = [tmp_path / f"seed{s}.log" for s in range(2)]
-    procs = [subprocess.Popen([sys.executable, "-m", "cvt_lab", f"seed={s}", *TINY, f"paths.output_dir={tmp_path}"],
-                              env=cli_env(), stdout=subprocess.DEVNULL, stderr=log.open("w"))
+    procs = [subprocess.Popen([sys.executable, "-m", "cvt_lab", f"seed={s}", *TINY, f"paths.output_dir={tmp_path}",
+                               "logger=wandb", "logger.group=table5-cpu", f"logger.name=seed-{s}",
+                               f"logger.tags=[seed-{s}]"],
+                              env=cli_env(), stdout=log.open("w"), stderr=subprocess.STDOUT)
              for s, log in enumerate(logs)]
     for proc, log in zip(procs, logs):
         assert proc.wait(timeout=300) == 0, log.read_text()[-3000:]
@@ -112,10 +101,10 @@ def test_parallel_runs_get_directories_of_their_own(tmp_path):
     assert len(runs) == 2
     assert sorted(read_results(r)["seed"] for r in runs) == [0, 1]
     assert all(read_results(r)["run_dir"] == str(r) for r in runs)
-
-
-def test_installed_console_script_runs(tmp_path):
-    script = Path(sys.executable).with_name("cvt-lab")
-    assert script.is_file()
-    proc = subprocess.run([str(script), "--help"], capture_output=True, text=True, env=cli_env(), cwd=tmp_path)
-    assert proc.returncode == 0 and "cvt13, cvt21" in proc.stdout
+    for run_dir in runs:
+        seed = read_results(run_dir)["seed"]
+        (offline,) = (run_dir / "wandb").glob("offline-run-*")
+        run_record = next(r.run for r in wandb_records(next(offline.glob("*.wandb"))) if r.HasField("run"))
+        assert run_record.run_group == "table5-cpu"
+        assert run_record.display_name == f"seed-{seed}" and list(run_record.tags) == [f"seed-{seed}"]
+    assert all("wandb sync" in log.read_text() for log in logs)  # says how to upload later
