@@ -165,6 +165,22 @@ def write_job(sweep: Path, axis: str, option: str, seed: int, acc: float | None,
     (d / "results.json").write_text(json.dumps(r))
 
 
+def exploratory_report(sweep: Path, out: Path, table: str | None = None, **kwargs):
+    """cvt_lab.report's report of a hand-made sweep, with no pre-registration (exploratory) unless a test gives one."""
+    from cvt_lab.report import report
+
+    kwargs.setdefault("prereg_root", out / "no-prereg")
+    return report(sweep, out, table, **kwargs)
+
+
+def rows_of(paths: dict[str, Path]) -> dict[str, dict]:
+    """A report's CSV rows by option."""
+    import csv
+
+    with paths["csv"].open() as f:
+        return {r["option"]: r for r in csv.DictReader(f)}
+
+
 def write_prereg(root: Path, table: str, text: str, commit: bool = True) -> Path:
     """A registration ``<root>/<table>.yaml`` holding ``text``, committed to a git repository of its own unless
     ``commit`` is false (the report checks a registration's commit time against its jobs')."""

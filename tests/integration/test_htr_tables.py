@@ -4,14 +4,13 @@ on hand-made sweeps. make's recipes and a tiny registered sweep end to end: test
 
 from __future__ import annotations
 
-import csv
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_prereg
+from conftest import write_prereg, rows_of
 from omegaconf import OmegaConf
 
 from cvt_lab.identity import file_sha256
@@ -52,10 +51,6 @@ def write_cer_rows(sweep: Path, table: str, rates: dict[str, float], seeds=(100,
     for option, rate in rates.items():
         for seed in seeds:
             write_line_job(sweep, table, option, seed, rng.binomial(chars, rate), chars, **job)
-
-
-def rows_of(paths) -> dict[str, dict]:
-    return {r["option"]: r for r in csv.DictReader(paths["csv"].open())}
 
 
 @pytest.fixture
