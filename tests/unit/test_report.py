@@ -26,13 +26,14 @@ def write_rows(sweep: Path, table: str, axis: str, accs: dict[str, list[float]])
             (d / "results.json").write_text(json.dumps(r))
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def no_model_counts(monkeypatch):
-    """Reports without building each row's paper-scale model (tests of the verdicts, not of the counts)."""
+    """Reports without building each row's paper-scale model: these are tests of the verdicts and the grouping; the
+    counts are test_paper_tables.py's."""
     monkeypatch.setattr("cvt_lab.report.rows.paper_config_size", lambda spec, row: (None, None))
 
 
-def test_report_states_the_claim_and_answers_it_per_row(tmp_path, no_model_counts):
+def test_report_states_the_claim_and_answers_it_per_row(tmp_path):
     """Table 8's claim (every linear stage costs accuracy) on synthetic rows: a clearly worse, b clearly
     better (against the paper), c within noise of the reference d."""
     sweep = tmp_path / "table8_cpu"
@@ -47,7 +48,7 @@ def test_report_states_the_claim_and_answers_it_per_row(tmp_path, no_model_count
     assert "**Exploratory: claim does not reproduce at this scale**" in md and "b -: disagrees" in md
 
 
-def test_rows_at_the_ceiling_judge_nothing(tmp_path, no_model_counts):
+def test_rows_at_the_ceiling_judge_nothing(tmp_path):
     """Table 5 as the CPU scale once ran it: DeiT-S and every CvT row near 100%. Row b is compared with DeiT-S
     (vs) but DeiT-S sits at the ceiling, and the CvT rows have no registered margin: the claim is not tested
     (it was printed as reproduced)."""
@@ -263,7 +264,7 @@ def test_table4_one_table_for_each_models_checkpoint_and_another_for_a_second_ch
         assert {r["option"] for r in rows if r["n"] == "1"} == {"cvt13/cifar10", "cvt21/cifar10"}
 
 
-def test_a_sweep_in_progress_shows_running_jobs_and_is_incomplete(tmp_path, no_model_counts):
+def test_a_sweep_in_progress_shows_running_jobs_and_is_incomplete(tmp_path):
     sweep = tmp_path / "table7_cpu"
     write_rows(sweep, "table7", "model/kv_stride", {"stride1": [60.0, 61.0], "stride2": [59.0]})
     d = sweep / "model" / "kv_stride=stride2,seed=1"
