@@ -165,6 +165,13 @@ def write_job(sweep: Path, axis: str, option: str, seed: int, acc: float | None,
     (d / "results.json").write_text(json.dumps(r))
 
 
+@pytest.fixture
+def no_model_counts(monkeypatch):
+    """Reports without building each row's paper-scale model, for tests of verdicts and grouping (the counts are
+    unit/test_paper_tables.py's)."""
+    monkeypatch.setattr("cvt_lab.report.rows.paper_config_size", lambda spec, row: (None, None))
+
+
 def exploratory_report(sweep: Path, out: Path, table: str | None = None, **kwargs):
     """cvt_lab.report's report of a hand-made sweep, with no pre-registration (exploratory) unless a test gives one."""
     from cvt_lab.report import report

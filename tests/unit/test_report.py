@@ -26,11 +26,8 @@ def write_rows(sweep: Path, table: str, axis: str, accs: dict[str, list[float]])
             (d / "results.json").write_text(json.dumps(r))
 
 
-@pytest.fixture(autouse=True)
-def no_model_counts(monkeypatch):
-    """Reports without building each row's paper-scale model: these are tests of the verdicts and the grouping; the
-    counts are test_paper_tables.py's."""
-    monkeypatch.setattr("cvt_lab.report.rows.paper_config_size", lambda spec, row: (None, None))
+# every report here skips the paper-scale counts: these tests are of the verdicts and the grouping
+pytestmark = pytest.mark.usefixtures("no_model_counts")
 
 
 def test_report_states_the_claim_and_answers_it_per_row(tmp_path):

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import exploratory_report
 
-from cvt_lab.report import report
 from cvt_lab.report.__main__ import main
 from cvt_lab.rundir import RunDir
 
@@ -24,17 +24,6 @@ def write(sweep: Path, option: str, seed: int, status: str, acc: float | None = 
     return d
 
 
-@pytest.fixture
-def no_model_counts(monkeypatch):
-    monkeypatch.setattr("cvt_lab.report.rows.paper_config_size", lambda spec, row: (None, None))
-
-
-def report_of(sweep: Path, out: Path, **kwargs):
-    """The report without a pre-registration (which would compose its registered sweep: these tests are not
-    about it)."""
-    return report(sweep, out, prereg_root=out / "no-prereg", **kwargs)
-
-
 def test_running_jobs_show_as_running_and_the_table_as_incomplete(tmp_path, no_model_counts):
     sweep = tmp_path / "table8_cpu"
     for seed, acc in enumerate([0.80, 0.81]):
@@ -43,7 +32,7 @@ def test_running_jobs_show_as_running_and_the_table_as_incomplete(tmp_path, no_m
     alive = write(sweep, "stage1", 0, "running")
     killed = write(sweep, "stage1", 1, "running")  # its process is gone: no one holds its lock
     with RunDir(alive).lock():  # a job's process owns its directory while it runs
-        paths = report_of(sweep, tmp_path / "out")
+        paths = exploratory_report(sweep, tmp_path / "out")
     md = paths["md"].read_text()
     assert md.startswith("**Incomplete: 1 job still running**") and "conv_proj=stage1,seed=0" in md.splitlines()[0]
     rows = {r["option"]: r for r in csv.DictReader(paths["csv"].open())}
@@ -56,13 +45,13 @@ def test_running_jobs_show_as_running_and_the_table_as_incomplete(tmp_path, no_m
 def test_a_finished_sweep_is_not_called_incomplete(tmp_path, no_model_counts):
     sweep = tmp_path / "table8_cpu"
     write(sweep, "all", 0, "finished", 0.8)
-    assert not report_of(sweep, tmp_path / "out")["md"].read_text().startswith("**Incomplete")
+    assert not exploratory_report(sweep, tmp_path / "out")["md"].read_text().startswith("**Incomplete")
 
 
 def test_a_directory_that_is_no_sweep_is_refused(tmp_path, capsys):
     (tmp_path / "table8_cpu").mkdir()
     with pytest.raises(ValueError, match="is not a sweep"):
-        report_of(tmp_path / "table8_cpu", tmp_path / "out")
+        exploratory_report(tmp_path / "table8_cpu", tmp_path / "out")
     assert main([str(tmp_path / "table8_cpu"), "--out", str(tmp_path / "out")]) == 2
     assert "is not a sweep" in capsys.readouterr().err
     assert not (tmp_path / "out" / "table8.md").exists()
@@ -72,4 +61,4 @@ def test_jobs_of_no_row_of_the_table_are_refused(tmp_path):
     sweep = tmp_path / "table8_cpu"
     write(sweep, "all", 0, "finished", 0.8)
     with pytest.raises(ValueError, match="none of the 1 jobs .* belongs to a row of table7.*--table"):
-        report_of(sweep, tmp_path / "out", table="table7")
+        exploratory_report(sweep, tmp_path / "out", table="table7")
